@@ -1,0 +1,320 @@
+"""Tests for tfp_flows.datasets."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import os
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tfp_flows import datasets
+
+
+def _collect(ds: tf.data.Dataset) -> np.ndarray:
+    return np.concatenate([batch.numpy() for batch in ds])
+
+
+def _row_counts(x: np.ndarray) -> collections.Counter:
+    return collections.Counter(row.tobytes() for row in x)
+
+
+def _id_images(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 4x4 images whose first two pixels spell the example id, the rest random."""
+    images = rng.integers(0, 256, (len(ids), 4, 4), dtype=np.uint8)
+    images[:, 0, 0], images[:, 0, 1] = ids // 256, ids % 256
+    return images
+
+
+def _decode_ids(x: np.ndarray) -> np.ndarray:
+    pixels = np.floor(x).astype(np.int64)
+    return pixels[:, 0, 0, 0] * 256 + pixels[:, 0, 1, 0]
+
+
+@pytest.fixture
+def id_npz(tmp_path):
+    """An .npz of 300 train and 50 test images, each tagged with a unique id."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "ids.npz"
+    np.savez(path, x_train=_id_images(np.arange(300), rng),
+             x_test=_id_images(np.arange(300, 350), rng), y_train=np.arange(300) % 10)
+    return str(path)
+
+
+def _write_idx(path, array: np.ndarray, compress: bool) -> None:
+    assert array.dtype == np.uint8
+    header = bytes([0, 0, 0x08, array.ndim])
+    header += np.asarray(array.shape, dtype=">u4").tobytes()
+    payload = header + array.tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+@pytest.mark.parametrize("name", datasets.TOY_DATASETS)
+def test_toy_arrays_shape_finite_and_seeded(name):
+    arrays = datasets.load_arrays(name, seed=3, num_examples=500)
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    assert x_train.shape == (400, 2) and x_test.shape == (100, 2)
+    assert x_train.dtype == np.float32 and arrays["y_train"].dtype == np.int64
+    assert arrays["y_train"].shape == (400,) and arrays["y_test"].shape == (100,)
+    assert np.all(np.isfinite(x_train)) and np.all(np.isfinite(x_test))
+    # The classic toys live in roughly [-4, 4]^2.
+    assert np.all(np.abs(x_train) < 6.0)
+    again = datasets.load_arrays(name, seed=3, num_examples=500)
+    for key in arrays:
+        np.testing.assert_array_equal(arrays[key], again[key])
+    other = datasets.load_arrays(name, seed=4, num_examples=500)
+    assert not np.array_equal(x_train, other["x_train"])
+
+
+def test_toy_default_size():
+    arrays = datasets.load_arrays("eight_gaussians")
+    assert len(arrays["x_train"]) + len(arrays["x_test"]) == 20_000
+    assert set(np.unique(arrays["y_train"])) == set(range(8))
+
+
+def test_toy_load_is_continuous_and_disjoint():
+    raw = datasets.load_arrays("two_moons", num_examples=1000)
+    splits = datasets.load("two_moons", batch_size=50, num_examples=1000)
+    assert splits.event_shape == (2,) and splits.num_levels is None
+    assert splits.name == "two_moons"
+    assert splits.train.element_spec == tf.TensorSpec((50, 2), tf.float32)
+    train, validation = _collect(splits.train), _collect(splits.validation)
+    test = _collect(splits.test)
+    assert (len(train), len(validation), len(test)) == (700, 80, 200)
+    # Continuous data is not dequantized: every row is a raw row, unchanged.
+    np.testing.assert_array_equal(test, raw["x_test"])
+    # The last incomplete training batch is dropped, so train + validation is within x_train.
+    assert not _row_counts(train) + _row_counts(validation) - _row_counts(raw["x_train"])
+
+
+def test_digits_shapes_levels_and_integer_part():
+    raw = datasets.load_arrays("digits")
+    assert raw["x_train"].shape[1:] == (8, 8, 1) and raw["x_train"].dtype == np.uint8
+    assert len(raw["x_train"]) + len(raw["x_test"]) == 1797
+    assert len(raw["x_test"]) == round(0.2 * 1797)
+    assert raw["x_train"].max() == 16
+    splits = datasets.load("digits", batch_size=32)
+    assert splits.event_shape == (8, 8, 1) and splits.num_levels == 17
+    assert splits.train.element_spec == tf.TensorSpec((32, 8, 8, 1), tf.float32)
+    assert splits.test.element_spec == tf.TensorSpec((None, 8, 8, 1), tf.float32)
+    test = _collect(splits.test)
+    assert test.min() >= 0.0 and test.max() < 17.0
+    np.testing.assert_array_equal(np.floor(test), raw["x_test"])
+    train = _collect(splits.train)
+    assert len(train) == (len(raw["x_train"]) - round(0.1 * len(raw["x_train"]))) // 32 * 32
+    assert train.min() >= 0.0 and train.max() < 17.0
+    assert not np.array_equal(train, np.floor(train))
+
+
+def test_digits_num_examples_is_shared_between_train_and_test():
+    raw = datasets.load_arrays("digits", num_examples=100)
+    assert (len(raw["x_train"]), len(raw["x_test"])) == (80, 20)
+
+
+def test_npz_images_splits_are_disjoint_and_cover_the_data(id_npz):
+    splits = datasets.load(id_npz, batch_size=10, validation_fraction=0.2, seed=5)
+    assert splits.event_shape == (4, 4, 1) and splits.num_levels == 256
+    train, validation, test = (_collect(ds) for ds in (splits.train, splits.validation,
+                                                         splits.test))
+    for x in (train, validation, test):
+        assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() < 256.0
+    train_ids, validation_ids = _decode_ids(train), _decode_ids(validation)
+    assert len(validation_ids) == 60 and len(train_ids) == 240
+    assert len(set(train_ids)) == 240
+    assert not set(train_ids) & set(validation_ids)
+    assert set(train_ids) | set(validation_ids) == set(range(300))
+    np.testing.assert_array_equal(_decode_ids(test), np.arange(300, 350))
+    # The carved validation set depends on the seed.
+    other = datasets.load(id_npz, batch_size=10, validation_fraction=0.2, seed=6)
+    assert set(_decode_ids(_collect(other.validation))) != set(validation_ids)
+
+
+def test_npz_integer_part_reproduces_the_raw_pixels(id_npz):
+    raw = datasets.load_arrays(id_npz)
+    assert raw["x_train"].shape == (300, 4, 4, 1) and raw["x_train"].dtype == np.uint8
+    np.testing.assert_array_equal(raw["y_train"], np.arange(300) % 10)
+    np.testing.assert_array_equal(raw["y_test"], np.zeros(50))
+    splits = datasets.load(id_npz, batch_size=10)
+    train = _collect(splits.train)
+    np.testing.assert_array_equal(np.floor(train), raw["x_train"][_decode_ids(train)])
+
+
+def test_train_noise_changes_each_epoch_but_evaluation_is_fixed(id_npz):
+    splits = datasets.load(id_npz, batch_size=10, seed=2)
+    first, second = _collect(splits.train), _collect(splits.train)
+    assert not np.array_equal(_decode_ids(first), _decode_ids(second))  # reshuffled
+    first, second = first[np.argsort(_decode_ids(first))], second[np.argsort(_decode_ids(second))]
+    np.testing.assert_array_equal(np.floor(first), np.floor(second))
+    assert np.mean(first != second) > 0.99  # re-dequantized
+    np.testing.assert_array_equal(_collect(splits.validation), _collect(splits.validation))
+    np.testing.assert_array_equal(_collect(splits.test), _collect(splits.test))
+    # Evaluation noise is per example, so it does not depend on the batch size.
+    rebatched = datasets.load(id_npz, batch_size=7, seed=2)
+    np.testing.assert_array_equal(_collect(rebatched.test), _collect(splits.test))
+
+
+def test_pipelines_are_deterministic_given_the_seed(id_npz):
+    one, two = (datasets.load(id_npz, batch_size=10, seed=9) for _ in range(2))
+    for _ in range(2):
+        np.testing.assert_array_equal(_collect(one.train), _collect(two.train))
+    np.testing.assert_array_equal(_collect(one.validation), _collect(two.validation))
+    other = datasets.load(id_npz, batch_size=10, seed=10)
+    assert not np.array_equal(_collect(other.test), _collect(one.test))
+
+
+def test_dequantized_top_level_stays_below_num_levels(tmp_path):
+    # ~1e6 pixels at 255: float32 rounding of 255 + u to 256 would show up several times.
+    path = tmp_path / "white.npz"
+    white = np.full((250, 64, 64), 255, np.uint8)
+    np.savez(path, x_train=white[:20], x_test=white)
+    test = _collect(datasets.load(str(path), batch_size=8).test)
+    assert test.max() < 256.0
+    assert np.all(np.floor(test) == 255.0)
+
+
+def test_npz_float_vectors_are_continuous(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "vectors.npz"
+    x_train, x_test = rng.normal(size=(120, 3)), rng.normal(size=(30, 3))
+    np.savez(path, x_train=x_train, x_test=x_test)
+    splits = datasets.load(str(path), batch_size=16)
+    assert splits.event_shape == (3,) and splits.num_levels is None
+    assert splits.train.element_spec == tf.TensorSpec((16, 3), tf.float32)
+    np.testing.assert_array_equal(_collect(splits.test), x_test.astype(np.float32))
+
+
+def test_npz_missing_array_raises(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=np.zeros((10, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="x_test"):
+        datasets.load_arrays(str(path))
+
+
+def test_npz_unsupported_dtype_raises(tmp_path):
+    path = tmp_path / "ints.npz"
+    np.savez(path, x_train=np.zeros((10, 4, 4), np.int32), x_test=np.zeros((5, 4, 4), np.int32))
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        datasets.load_arrays(str(path))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_directory(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (150, 5, 6), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (40, 5, 6), dtype=np.uint8)
+    y_train = rng.integers(0, 10, 150, dtype=np.uint8)
+    y_test = rng.integers(0, 10, 40, dtype=np.uint8)
+    suffix = ".gz" if compress else ""
+    for base, array in [("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", y_train),
+                        ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", y_test)]:
+        _write_idx(tmp_path / (base + suffix), array, compress)
+    raw = datasets.load_arrays(str(tmp_path))
+    np.testing.assert_array_equal(raw["x_train"], x_train[..., None])
+    np.testing.assert_array_equal(raw["y_test"], y_test)
+    assert raw["y_train"].dtype == np.int64
+    splits = datasets.load(str(tmp_path), batch_size=16)
+    assert splits.event_shape == (5, 6, 1) and splits.num_levels == 256
+    assert splits.train.element_spec == tf.TensorSpec((16, 5, 6, 1), tf.float32)
+    test = _collect(splits.test)
+    assert test.min() >= 0.0 and test.max() < 256.0
+    np.testing.assert_array_equal(np.floor(test), x_test[..., None])
+    truncated = datasets.load_arrays(str(tmp_path), num_examples=19)
+    assert (len(truncated["x_train"]), len(truncated["x_test"])) == (15, 4)
+
+
+def test_idx_bad_magic_and_missing_file_raise(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x01\x02\x03\x04" + bytes(16))
+    with pytest.raises(ValueError, match="not an IDX file"):
+        datasets._read_idx(str(tmp_path / "train-images-idx3-ubyte"))
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte"):
+        datasets.load_arrays(str(tmp_path))
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist():
+    splits = datasets.load("/usr/share/datasets/fashion-mnist", batch_size=128,
+                           num_examples=1000)
+    assert splits.event_shape == (28, 28, 1) and splits.num_levels == 256
+    assert next(iter(splits.train)).shape == (128, 28, 28, 1)
+
+
+def test_tfds_mock_mnist(tmp_path, monkeypatch):
+    # mock_data turns download_and_prepare into a no-op, so the "download" path is safe.
+    monkeypatch.setattr(datasets, "_network_available", lambda: True)
+    with tfds.testing.mock_data(num_examples=40):
+        raw = datasets.load_arrays("mnist", data_dir=str(tmp_path))
+        splits = datasets.load("mnist", batch_size=8, data_dir=str(tmp_path))
+    assert raw["x_train"].shape[1:] == (28, 28, 1) and raw["x_train"].dtype == np.uint8
+    assert len(raw["x_train"]) + len(raw["x_test"]) == 40
+    assert splits.event_shape == (28, 28, 1) and splits.num_levels == 256
+    assert splits.train.element_spec == tf.TensorSpec((8, 28, 28, 1), tf.float32)
+    train = _collect(splits.train)
+    assert len(train) == 24 and train.min() >= 0.0 and train.max() < 256.0
+    assert _collect(splits.test).shape == (8, 28, 28, 1)
+
+
+def test_tfds_prepared_data_dir_is_read_without_network(tmp_path, monkeypatch):
+    # DummyMnist writes a real prepared dataset (20 train, 20 test examples) without downloading.
+    tfds.testing.DummyMnist(data_dir=str(tmp_path)).download_and_prepare()
+    monkeypatch.setattr(datasets, "_network_available", _unexpected_network_check)
+    raw = datasets.load_arrays("dummy_mnist", data_dir=str(tmp_path))
+    assert raw["x_train"].shape == (20, 28, 28, 1) and raw["x_test"].shape == (20, 28, 28, 1)
+    assert raw["x_train"].dtype == np.uint8 and raw["y_train"].dtype == np.int64
+    truncated = datasets.load_arrays("dummy_mnist", data_dir=str(tmp_path), num_examples=10)
+    np.testing.assert_array_equal(truncated["x_test"], raw["x_test"][:5])
+    splits = datasets.load("dummy_mnist", data_dir=str(tmp_path), batch_size=4)
+    assert splits.event_shape == (28, 28, 1) and splits.num_levels == 256
+    np.testing.assert_array_equal(np.floor(_collect(splits.test)), raw["x_test"])
+
+
+def _unexpected_network_check() -> bool:
+    raise AssertionError("a prepared dataset must not trigger a network check")
+
+
+def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_network_available", lambda: False)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="could not be downloaded") as info:
+        datasets.load("mnist", data_dir=str(tmp_path))
+    assert time.monotonic() - start < 2.0
+    message = str(info.value)
+    assert "\n" not in message and "IDX" in message and ".npz" in message
+    assert "data_dir" in message
+
+
+def test_network_check_is_bounded():
+    start = time.monotonic()
+    assert isinstance(datasets._network_available(), bool)
+    assert time.monotonic() - start < 5.0
+
+
+def test_unknown_name_raises_one_line():
+    with pytest.raises(ValueError, match="unknown dataset 'no_such_dataset_xyz'") as info:
+        datasets.load("no_such_dataset_xyz")
+    message = str(info.value)
+    assert "\n" not in message and "digits" in message and "two_spirals" in message
+
+
+@pytest.mark.parametrize("name", ["/no/such/dir", "missing.npz", "./no_such_dir"])
+def test_missing_path_raises(name):
+    with pytest.raises(ValueError, match="does not exist") as info:
+        datasets.load(name)
+    assert name.lstrip("./") in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"validation_fraction": 0.0}, "validation_fraction"),
+    ({"validation_fraction": 1.0}, "validation_fraction"),
+    ({"seed": -1}, "seed"),
+    ({"num_examples": 1}, "num_examples"),
+    ({"batch_size": 1000}, "fewer than batch_size=1000"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        datasets.load("circles", **{"num_examples": 500, **kwargs})

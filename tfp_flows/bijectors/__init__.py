@@ -1,0 +1,23 @@
+"""TFP bijectors of tfp_flows: stateless views over variables that Keras layers own."""
+
+from tfp_flows.bijectors.actnorm import ActNorm, data_dependent_init
+from tfp_flows.bijectors.additive_coupling import AdditiveCoupling
+from tfp_flows.bijectors.affine_coupling import AffineCoupling
+from tfp_flows.bijectors.coupling import Coupling
+from tfp_flows.bijectors.invertible_conv1x1 import InvertibleConv1x1, lu_factors
+from tfp_flows.bijectors.multiscale import MultiScale
+from tfp_flows.bijectors.scaling import Scaling
+from tfp_flows.bijectors.squeeze import Squeeze
+
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "Coupling",
+    "InvertibleConv1x1",
+    "MultiScale",
+    "Scaling",
+    "Squeeze",
+    "data_dependent_init",
+    "lu_factors",
+]

@@ -1,0 +1,127 @@
+"""Activation normalisation (Glow's ActNorm) as a bijector."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import tensorflow as tf
+from tensorflow_probability import bijectors as tfb
+
+__all__ = ["ActNorm", "data_dependent_init"]
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def data_dependent_init():
+    """Makes every `ActNorm.inverse` traced inside the block initialise its parameters.
+
+    Inside the block, `ActNorm.inverse(x)` sets `loc` and `log_scale` from the statistics of `x`
+    so that its output has zero mean and unit variance per channel (Glow, section 3.1), then
+    returns that output. Under a `tf.distribute` strategy the statistics are all-reduced over the
+    replicas, so every replica assigns the same values. The flag is read while tracing, so the
+    training step traced outside the block carries no initialisation code.
+    """
+    previous = getattr(_state, "active", False)
+    _state.active = True
+    try:
+        yield
+    finally:
+        _state.active = previous
+
+
+def _global_moments(x: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and variance over `axes`, summed over all replicas of the current strategy."""
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    total = tf.reduce_sum(x, axis=axes)
+    total_sq = tf.reduce_sum(tf.square(x), axis=axes)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        count, total, total_sq = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, [count, total, total_sq])
+    mean = total / count
+    variance = tf.maximum(total_sq / count - tf.square(mean), 0.0)
+    return mean, variance
+
+
+class ActNorm(tfb.Bijector):
+    """Per-channel affine transformation with data-dependent initialisation.
+
+    With `loc` and `log_scale` of shape `[C]` broadcast over the last axis of an event of rank
+    `event_ndims` (3 for `(H, W, C)` images, 1 for vectors):
+
+        forward:  x = z * exp(log_scale) + loc
+        inverse:  z = (x - loc) * exp(-log_scale)
+        log|det J_forward| = (number of positions per channel) * sum(log_scale)
+
+    The parameters are read on every call, so passing Keras or TF variables makes this a
+    stateless view over them. Inside `data_dependent_init()` the inverse assigns them first.
+
+    #### Examples
+
+    ```python
+    loc = tf.Variable(tf.zeros([3]))
+    log_scale = tf.Variable(tf.zeros([3]))
+    bijector = ActNorm(loc, log_scale)
+    with data_dependent_init():
+        z = bijector.inverse(images)   # z now has zero mean, unit variance per channel
+    ```
+
+    #### References
+
+    [1] Diederik P. Kingma, Prafulla Dhariwal. Glow: Generative Flow with Invertible 1x1
+        Convolutions. NeurIPS 2018. https://arxiv.org/abs/1807.03039
+    """
+
+    def __init__(self, loc, log_scale, event_ndims: int = 3, epsilon: float = 1e-6,
+                 validate_args: bool = False, name: str = "act_norm"):
+        parameters = dict(locals())
+        if event_ndims < 1:
+            raise ValueError(f"ActNorm needs event_ndims >= 1 (channels last), got {event_ndims}.")
+        self._loc = loc
+        self._log_scale = log_scale
+        self._event_ndims = event_ndims
+        self._epsilon = epsilon
+        super().__init__(forward_min_event_ndims=event_ndims, is_constant_jacobian=True,
+                         validate_args=validate_args, parameters=parameters, name=name)
+
+    @property
+    def loc(self):
+        return self._loc
+
+    @property
+    def log_scale(self):
+        return self._log_scale
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return {}
+
+    def _positions_per_channel(self, x: tf.Tensor) -> tf.Tensor:
+        spatial = tf.shape(x)[tf.rank(x) - self._event_ndims:-1]
+        return tf.cast(tf.reduce_prod(spatial), x.dtype)
+
+    def _forward(self, z):
+        loc = tf.cast(self._loc, z.dtype)
+        return z * tf.exp(tf.cast(self._log_scale, z.dtype)) + loc
+
+    def _inverse(self, x):
+        if getattr(_state, "active", False):
+            self._initialize_from(x)
+        loc = tf.cast(self._loc, x.dtype)
+        return (x - loc) * tf.exp(-tf.cast(self._log_scale, x.dtype))
+
+    def _initialize_from(self, x: tf.Tensor) -> None:
+        axes = list(range(x.shape.rank - 1))
+        mean, variance = _global_moments(x, axes)
+        self._loc.assign(tf.cast(mean, self._loc.dtype))
+        self._log_scale.assign(
+            tf.cast(0.5 * tf.math.log(variance + self._epsilon), self._log_scale.dtype))
+
+    def _forward_log_det_jacobian(self, z):
+        log_scale = tf.cast(self._log_scale, z.dtype)
+        return self._positions_per_channel(z) * tf.reduce_sum(log_scale)
+
+    def _inverse_log_det_jacobian(self, x):
+        return -self._forward_log_det_jacobian(x)

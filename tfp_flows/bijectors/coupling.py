@@ -1,0 +1,105 @@
+"""What every coupling layer shares: the partition of the input and the one-pass log-det."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_flows.bijectors.one_pass import OnePassBijector
+
+__all__ = ["Coupling", "MASKS"]
+
+MASKS = ("checkerboard", "channel")
+
+
+def checkerboard(height: int, width: int, parity: int, dtype) -> tf.Tensor:
+    """A (H, W, 1) mask of ones where (i + j + parity) is even: the conditioning pixels."""
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    mask = ((rows + cols + parity) % 2 == 0).astype(np.float64)
+    return tf.constant(mask[..., None], dtype=dtype)
+
+
+class Coupling(OnePassBijector):
+    """Base class of coupling bijectors: half of the input conditions a transform of the rest.
+
+    Masks:
+    - "channel": the last axis is split in two, the first `C // 2` entries (parity 0) or the
+      last `C - C // 2` (parity 1) condition the others. For vectors this is the half split.
+    - "checkerboard" (images only): pixels with (i + j + parity) even condition the others;
+      the conditioner sees the masked image and returns parameters for every position, of
+      which only the transformed positions are used (RealNVP, section 3.4).
+
+    Subclasses say how the transformed part changes given the conditioner's output, through
+    `_transform(x, params, inverse) -> (y, elementwise log|dy/dx| or None)`. The conditioner
+    runs once per call (see `OnePassBijector`).
+    """
+
+    def __init__(self, conditioner, *, mask: str, parity: int, event_ndims: int,
+                 validate_args: bool, parameters: dict, name: str,
+                 is_constant_jacobian: bool = False):
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
+        if mask == "checkerboard" and event_ndims != 3:
+            raise ValueError("the checkerboard mask needs (H, W, C) events (event_ndims=3), "
+                             f"got event_ndims={event_ndims}.")
+        if parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
+        self._conditioner = conditioner
+        self._mask = mask
+        self._parity = parity
+        self._event_ndims = event_ndims
+        super().__init__(forward_min_event_ndims=event_ndims, validate_args=validate_args,
+                         is_constant_jacobian=is_constant_jacobian, parameters=parameters,
+                         name=name)
+
+    @property
+    def conditioner(self):
+        return self._conditioner
+
+    @property
+    def mask(self) -> str:
+        return self._mask
+
+    @property
+    def parity(self) -> int:
+        return self._parity
+
+    @staticmethod
+    def conditioned_size(size: int, parity: int) -> tuple[int, int]:
+        """(conditioning, transformed) sizes of the last axis under the channel mask."""
+        first = size // 2
+        return (first, size - first) if parity == 0 else (size - first, first)
+
+    def _conditioner_params(self, inputs, dtype):
+        return tf.cast(self._conditioner(inputs), dtype)
+
+    def _transform_and_log_det(self, x, inverse: bool):
+        event_axes = list(range(-self._event_ndims, 0))
+        if self._mask == "checkerboard":
+            height, width = x.shape[-3], x.shape[-2]
+            mask = checkerboard(height, width, self._parity, x.dtype)
+            params = self._conditioner_params(x * mask, x.dtype)
+            y, log_det = self._transform(x, params, inverse)
+            y = mask * x + (1.0 - mask) * y
+            if log_det is not None:
+                log_det = (1.0 - mask) * log_det
+        else:
+            size = x.shape[-1]
+            if size < 2:
+                raise ValueError(f"the channel mask needs at least 2 entries on the last axis, got "
+                                 f"{size}; squeeze or use the checkerboard mask first.")
+            first = size // 2
+            head, tail = tf.split(x, [first, size - first], axis=-1)
+            conditioning, transformed = (head, tail) if self._parity == 0 else (tail, head)
+            params = self._conditioner_params(conditioning, x.dtype)
+            y_part, log_det = self._transform(transformed, params, inverse)
+            parts = [conditioning, y_part] if self._parity == 0 else [y_part, conditioning]
+            y = tf.concat(parts, axis=-1)
+        if log_det is None:
+            total = tf.zeros(tf.shape(x)[:tf.rank(x) - self._event_ndims], dtype=x.dtype)
+        else:
+            total = tf.reduce_sum(log_det, axis=event_axes)
+        return y, total
+
+    def _transform(self, x, params, inverse: bool):
+        raise NotImplementedError

@@ -1,0 +1,470 @@
+"""Datasets for density estimation: 2-D toys, sklearn digits, IDX/.npz files and TFDS images.
+
+`load` returns train/validation/test `tf.data` pipelines that yield float32 batches of `x`
+only. Discrete images are dequantized in pixel space: an integer pixel `x` in {0, ..., L-1}
+becomes `x + u` with `u ~ Uniform[0, 1)`, so values lie in [0, L) and are *not* divided by L;
+the models rescale with a bijector so that bits/dim is exact. Training batches are reshuffled
+and re-dequantized every epoch; validation and test batches use noise fixed by the seed, so
+two evaluations give identical numbers. Everything is deterministic given `seed` (the training
+order and noise also depend on TF's global seed when `tf.random.set_seed` was called, because
+tf.data mixes it into op-level seeds).
+
+`load_arrays` returns the raw arrays before dequantization.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import numbers
+import os
+import socket
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+__all__ = ["TOY_DATASETS", "Splits", "load", "load_arrays"]
+
+TOY_DATASETS: tuple[str, ...] = (
+    "two_moons", "circles", "eight_gaussians", "checkerboard", "pinwheel", "two_spirals")
+
+_DEFAULT_TOY_EXAMPLES = 20_000
+# Fraction held out as the test split when a source has no official one (toys, digits, TFDS).
+_TEST_FRACTION = 0.2
+_DIGITS_LEVELS = 17
+_BYTE_LEVELS = 256
+
+# Independent numpy streams derived from the user's seed, so that e.g. changing how toys are
+# sampled does not change which examples land in validation.
+_SAMPLE_STREAM, _TEST_SPLIT_STREAM, _VALIDATION_STREAM = 0, 1, 2
+# Salts for the stateless dequantization keys of each split.
+_TRAIN_SALT, _VALIDATION_SALT, _TEST_SALT = 0, 1, 2
+
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# TFDS hosts most of its data here; if this host is unreachable a download cannot succeed.
+_PROBE_ADDRESS = ("storage.googleapis.com", 443)
+_PROBE_TIMEOUT_S = 2.0
+_TFDS_READ_BATCH = 1024
+
+_LOCAL_HINT = ("a directory of IDX files, an .npz file with x_train/x_test, "
+               "or a TFDS data_dir holding the prepared dataset")
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Train/validation/test pipelines of one dataset.
+
+    Attributes:
+        train: Batches of float32 `x` with shape `(batch_size,) + event_shape`, reshuffled and
+            re-dequantized every epoch; the last incomplete batch is dropped.
+        validation: Batches of float32 `x`, in a fixed order with fixed dequantization noise.
+        test: Like `validation`, for the test examples.
+        event_shape: `(H, W, C)` for images (C included even when 1), `(D,)` for vectors.
+        num_levels: Number of discrete pixel levels L (values of `x` lie in [0, L)), or None
+            for continuous data, which is not dequantized.
+        name: The dataset name passed to `load`.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    event_shape: tuple[int, ...]
+    num_levels: int | None
+    name: str
+
+
+def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
+         validation_fraction: float = 0.1, seed: int = 0,
+         num_examples: int | None = None) -> Splits:
+    """Loads a dataset as dequantized, batched train/validation/test pipelines.
+
+    Args:
+        name: One of `TOY_DATASETS`; `'digits'` (scikit-learn's 8x8 digits, 17 levels); a
+            directory of MNIST-style IDX files (`train-images-idx3-ubyte`,
+            `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`,
+            each optionally gzipped); a `.npz` file with `x_train`, `x_test` (optionally
+            `y_train`, `y_test`) holding uint8 images or float (N, D) vectors; or any other
+            name, taken as a TFDS dataset with an `image` feature (e.g. `'mnist'`).
+        batch_size: Examples per batch.
+        data_dir: TFDS data directory (TFDS names only).
+        validation_fraction: Fraction of the training examples held out for validation,
+            in (0, 1).
+        seed: Non-negative seed for sampling, splitting, shuffling and dequantization.
+        num_examples: If given, keep at most this many examples in total (see `load_arrays`).
+
+    Returns:
+        The three pipelines with the event shape and number of levels.
+
+    Raises:
+        ValueError: For invalid arguments, unknown names, missing or malformed files, a TFDS
+            dataset that is not prepared and cannot be downloaded, or fewer training examples
+            than `batch_size`.
+    """
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(
+            f"validation_fraction must be in the open interval (0, 1), got {validation_fraction!r}")
+    arrays, num_levels = _load_source(name, data_dir=data_dir, seed=seed,
+                                      num_examples=num_examples)
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    num_train = len(x_train)
+    num_validation = max(1, round(validation_fraction * num_train))
+    if num_train - num_validation < batch_size:
+        raise ValueError(
+            f"{name!r} leaves {num_train - num_validation} training examples after holding out "
+            f"{num_validation} for validation, fewer than batch_size={batch_size}")
+    order = np.random.default_rng([seed, _VALIDATION_STREAM]).permutation(num_train)
+    validation_index = np.sort(order[:num_validation])
+    train_index = np.sort(order[num_validation:])
+    return Splits(
+        train=_train_pipeline(x_train[train_index], batch_size, seed, num_levels),
+        validation=_eval_pipeline(x_train[validation_index], batch_size, seed, _VALIDATION_SALT,
+                                  num_levels),
+        test=_eval_pipeline(x_test, batch_size, seed, _TEST_SALT, num_levels),
+        event_shape=tuple(int(d) for d in x_train.shape[1:]),
+        num_levels=num_levels,
+        name=name,
+    )
+
+
+def load_arrays(name: str, *, data_dir: str | None = None, seed: int = 0,
+                num_examples: int | None = None) -> dict[str, np.ndarray]:
+    """Loads the raw train/test arrays of a dataset, before dequantization.
+
+    Args:
+        name: A dataset name or path, as for `load`.
+        data_dir: TFDS data directory (TFDS names only).
+        seed: Non-negative seed for toy sampling and for carving a test split where the
+            source has none (toys, digits and TFDS datasets without a `test` split hold out
+            20%).
+        num_examples: If given, keep at most this many examples in total, shared between
+            train and test in proportion to their sizes (the leading examples of each).
+            For toys it is the number of points sampled (default 20000).
+
+    Returns:
+        `x_train`, `y_train`, `x_test`, `y_test`. Images are uint8 `(N, H, W, C)` arrays (digits
+        holds values 0..16), vectors are float32 `(N, D)`; labels are int64 `(N,)`: the class,
+        the mixture component for toys, or zeros where the source has no labels.
+
+    Raises:
+        ValueError: As for `load`.
+    """
+    return _load_source(name, data_dir=data_dir, seed=seed, num_examples=num_examples)[0]
+
+
+def _load_source(name: str, *, data_dir: str | None, seed: int,
+                 num_examples: int | None) -> tuple[dict[str, np.ndarray], int | None]:
+    """Dispatches on `name`; returns the arrays of `load_arrays` and the number of levels."""
+    if not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if num_examples is not None and (
+            not isinstance(num_examples, numbers.Integral) or num_examples < 2):
+        raise ValueError(f"num_examples must be None or an integer >= 2, got {num_examples!r}")
+    if name in _TOY_SAMPLERS:
+        return _toy_arrays(name, seed, num_examples), None
+    if name == "digits":
+        return _digits_arrays(seed, num_examples), _DIGITS_LEVELS
+    path = os.path.expanduser(name)
+    if os.path.exists(path) or _looks_like_path(name):
+        if not os.path.exists(path):
+            raise ValueError(f"dataset path {path!r} does not exist; expected {_LOCAL_HINT}")
+        if os.path.isdir(path):
+            return _truncate(_idx_arrays(path), num_examples), _BYTE_LEVELS
+        return _npz_arrays(path, num_examples)
+    return _tfds_arrays(name, data_dir, seed, num_examples), _BYTE_LEVELS
+
+
+def _looks_like_path(name: str) -> bool:
+    # TFDS names may contain '/' ("cifar10/3.0.2"), so only unambiguous path forms count.
+    return name.endswith(".npz") or name.startswith(("/", "./", "../", "~"))
+
+
+# ----------------------------------------------------------------------------- toy samplers
+# The classic 2-D densities of the RealNVP/FFJORD toy experiments, at FFJORD's scale (roughly
+# [-4, 4]^2). Each sampler draws the mixture component iid per point and returns it as label.
+
+def _two_moons(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    t = rng.uniform(0.0, np.pi, n)
+    upper = np.stack([np.cos(t), np.sin(t)], axis=1)
+    lower = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)
+    x = np.where(y[:, None] == 0, upper, lower) + 0.1 * rng.standard_normal((n, 2))
+    return 2.0 * x + np.array([-1.0, -0.2]), y
+
+
+def _circles(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    t = rng.uniform(0.0, 2.0 * np.pi, n)
+    radius = np.where(y == 0, 1.0, 0.5)[:, None]
+    x = radius * np.stack([np.cos(t), np.sin(t)], axis=1) + 0.08 * rng.standard_normal((n, 2))
+    return 3.0 * x, y
+
+
+def _eight_gaussians(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 8, n)
+    angle = y * (np.pi / 4.0)
+    centers = 4.0 * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return (centers + 0.5 * rng.standard_normal((n, 2))) / np.sqrt(2.0), y
+
+
+def _checkerboard(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x1 = rng.uniform(-2.0, 2.0, n)
+    row = rng.integers(0, 2, n)
+    column = np.floor(x1)
+    x2 = rng.uniform(0.0, 1.0, n) - 2.0 * row + np.mod(column, 2.0)
+    y = 2 * (column.astype(np.int64) + 2) + row
+    return 2.0 * np.stack([x1, x2], axis=1), y
+
+
+def _pinwheel(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    num_arms, radial_std, tangential_std, rate = 5, 0.3, 0.1, 0.25
+    y = rng.integers(0, num_arms, n)
+    features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+    features[:, 0] += 1.0
+    angle = y * (2.0 * np.pi / num_arms) + rate * np.exp(features[:, 0])
+    cos, sin = np.cos(angle), np.sin(angle)
+    rotated = np.stack([features[:, 0] * cos + features[:, 1] * sin,
+                        features[:, 1] * cos - features[:, 0] * sin], axis=1)
+    return 2.0 * rotated, y
+
+
+def _two_spirals(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.integers(0, 2, n)
+    t = np.sqrt(rng.uniform(0.0, 1.0, n)) * 3.0 * np.pi
+    arm = np.stack([-np.cos(t) * t, np.sin(t) * t], axis=1) + 0.5 * rng.uniform(0.0, 1.0, (n, 2))
+    sign = np.where(y == 0, 1.0, -1.0)[:, None]
+    return sign * arm / 3.0 + 0.1 * rng.standard_normal((n, 2)), y
+
+
+_TOY_SAMPLERS: dict[str, Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]] = {
+    "two_moons": _two_moons,
+    "circles": _circles,
+    "eight_gaussians": _eight_gaussians,
+    "checkerboard": _checkerboard,
+    "pinwheel": _pinwheel,
+    "two_spirals": _two_spirals,
+}
+
+
+def _toy_arrays(name: str, seed: int, num_examples: int | None) -> dict[str, np.ndarray]:
+    n = _DEFAULT_TOY_EXAMPLES if num_examples is None else num_examples
+    x, y = _TOY_SAMPLERS[name](n, np.random.default_rng([seed, _SAMPLE_STREAM]))
+    return _carve_test(x.astype(np.float32), y.astype(np.int64), seed)
+
+
+# ----------------------------------------------------------------------------- array sources
+
+def _carve_test(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Splits one pool of examples into seeded, disjoint train and test sets."""
+    num_test = min(len(x) - 1, max(1, round(_TEST_FRACTION * len(x))))
+    order = np.random.default_rng([seed, _TEST_SPLIT_STREAM]).permutation(len(x))
+    test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
+    return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
+
+
+def _split_sizes(num_examples: int | None, num_train: int, num_test: int) -> tuple[int, int]:
+    """Shares `num_examples` between train and test in proportion to their sizes."""
+    if num_examples is None or num_examples >= num_train + num_test:
+        return num_train, num_test
+    keep_train = round(num_examples * num_train / (num_train + num_test))
+    keep_train = min(num_examples - 1, max(1, keep_train))
+    return keep_train, num_examples - keep_train
+
+
+def _truncate(arrays: dict[str, np.ndarray], num_examples: int | None) -> dict[str, np.ndarray]:
+    keep_train, keep_test = _split_sizes(num_examples, len(arrays["x_train"]),
+                                         len(arrays["x_test"]))
+    return {"x_train": arrays["x_train"][:keep_train], "y_train": arrays["y_train"][:keep_train],
+            "x_test": arrays["x_test"][:keep_test], "y_test": arrays["y_test"][:keep_test]}
+
+
+def _digits_arrays(seed: int, num_examples: int | None) -> dict[str, np.ndarray]:
+    # sklearn is slow to import and only needed here.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.uint8)[..., None]
+    return _truncate(_carve_test(images, digits.target.astype(np.int64), seed), num_examples)
+
+
+def _read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (optionally gzipped): magic 0x0000<dtype><ndim>, big-endian dims."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(_GZIP_MAGIC):
+        data = gzip.decompress(data)
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file: expected magic 0x0000<type><ndim>, "
+                         f"got 0x{data[:4].hex()}")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4"))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    if len(dims) != ndim or len(data) - header != math.prod(dims) * dtype.itemsize:
+        raise ValueError(f"{path} is truncated or corrupt: header says shape {dims} of "
+                         f"{dtype}, file holds {len(data) - header} bytes of data")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _idx_arrays(directory: str) -> dict[str, np.ndarray]:
+    paths = {}
+    for key, base in _IDX_FILES.items():
+        candidates = [os.path.join(directory, base + suffix) for suffix in ("", ".gz")]
+        paths[key] = next((p for p in candidates if os.path.isfile(p)), None)
+    missing = [_IDX_FILES[key] for key, path in paths.items() if path is None]
+    if missing:
+        raise ValueError(f"IDX directory {directory!r} lacks {', '.join(missing)} "
+                         f"(each may be gzipped, with a .gz suffix)")
+    arrays = {key: _read_idx(path) for key, path in paths.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(f"IDX {split} files in {directory!r} must hold uint8 images (N, H, W) "
+                             f"and N labels, got {x.dtype} {x.shape} and {y.shape}")
+        arrays[f"x_{split}"] = x[..., None]
+        arrays[f"y_{split}"] = y.astype(np.int64)
+    return arrays
+
+
+def _npz_arrays(path: str, num_examples: int | None) -> tuple[dict[str, np.ndarray], int | None]:
+    with np.load(path) as npz:
+        missing = [k for k in ("x_train", "x_test") if k not in npz.files]
+        if missing:
+            raise ValueError(f"{path} must hold arrays x_train and x_test, missing {missing} "
+                             f"(found {npz.files})")
+        arrays = {key: npz[key] for key in ("x_train", "x_test")}
+        for split in ("train", "test"):
+            x = arrays[f"x_{split}"]
+            y = npz[f"y_{split}"] if f"y_{split}" in npz.files else np.zeros(len(x), np.int64)
+            if y.shape != (len(x),):
+                raise ValueError(f"{path}: y_{split} must have shape ({len(x)},), got {y.shape}")
+            arrays[f"y_{split}"] = y.astype(np.int64)
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    if x_train.dtype != x_test.dtype or x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"{path}: x_train and x_test must share dtype and event shape, got "
+                         f"{x_train.dtype} {x_train.shape} and {x_test.dtype} {x_test.shape}")
+    if x_train.dtype == np.uint8 and x_train.ndim in (3, 4):
+        if x_train.ndim == 3:
+            arrays["x_train"], arrays["x_test"] = x_train[..., None], x_test[..., None]
+        num_levels = _BYTE_LEVELS
+    elif np.issubdtype(x_train.dtype, np.floating) and x_train.ndim == 2:
+        arrays["x_train"], arrays["x_test"] = x_train.astype(np.float32), x_test.astype(np.float32)
+        num_levels = None
+    else:
+        raise ValueError(f"{path}: expected uint8 images (N, H, W) or (N, H, W, C), or float "
+                         f"vectors (N, D); got x_train {x_train.dtype} {x_train.shape}")
+    return _truncate(arrays, num_examples), num_levels
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+def _network_available() -> bool:
+    """Whether TFDS's download host answers a single TCP connect within a short timeout."""
+    try:
+        socket.create_connection(_PROBE_ADDRESS, timeout=_PROBE_TIMEOUT_S).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tfds_arrays(name: str, data_dir: str | None, seed: int,
+                 num_examples: int | None) -> dict[str, np.ndarray]:
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise ValueError(
+            f"unknown dataset {name!r}: expected a toy ({', '.join(TOY_DATASETS)}), 'digits', "
+            f"a directory of IDX files, an .npz file, or a TFDS image dataset name such as "
+            f"'mnist'") from None
+    features = builder.info.features
+    image = features["image"] if "image" in features else None
+    if image is None or image.dtype != tf.uint8 or None in image.shape:
+        raise ValueError(f"TFDS dataset {name!r} must have a fixed-size uint8 'image' feature, "
+                         f"got features {list(features.keys())}")
+    if not builder.is_prepared():
+        if not _network_available():
+            raise ValueError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root} and could not "
+                f"be downloaded (no network); point the loader at {_LOCAL_HINT}")
+        builder.download_and_prepare()
+    splits = builder.info.splits
+    if "test" not in splits:
+        keep = "" if num_examples is None else f"[:{num_examples}]"
+        x, y = _read_tfds_split(builder, f"train{keep}")
+        return _carve_test(x, y, seed)
+    keep_train, keep_test = _split_sizes(num_examples, splits["train"].num_examples,
+                                         splits["test"].num_examples)
+    x_train, y_train = _read_tfds_split(builder, f"train[:{keep_train}]")
+    x_test, y_test = _read_tfds_split(builder, f"test[:{keep_test}]")
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+def _read_tfds_split(builder: tfds.core.DatasetBuilder,
+                     split: str) -> tuple[np.ndarray, np.ndarray]:
+    has_label = "label" in builder.info.features
+    images, labels = [], []
+    # Batched reads rather than batch_size=-1, which aborts the process (std::length_error) on
+    # tfds.testing.mock_data datasets.
+    for batch in tfds.as_numpy(builder.as_dataset(split=split).batch(_TFDS_READ_BATCH)):
+        images.append(batch["image"])
+        labels.append(batch["label"] if has_label else np.zeros(len(batch["image"])))
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+def _dequantize(x: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+    """Returns float32 `x + u`, `u ~ Uniform[0, 1)`, with the integer part of `x` kept."""
+    x = tf.cast(x, tf.float32)
+    noisy = x + tf.random.stateless_uniform(tf.shape(x), seed=key)
+    # In float32, x + u rounds up to x + 1 for u within an ulp of 1 (~1e-5 of pixels at 255).
+    return tf.minimum(noisy, tf.math.nextafter(x + 1.0, x))
+
+
+def _train_pipeline(x: np.ndarray, batch_size: int, seed: int,
+                    num_levels: int | None) -> tf.data.Dataset:
+    examples = tf.constant(x)
+    # Shuffling indices keeps the shuffle buffer small; gathering whole batches is fast.
+    ds = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if num_levels is None:
+        ds = ds.map(lambda index: tf.gather(examples, index), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        # One seeded random key per batch, redrawn every iteration (epoch) of the dataset.
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        base_key = tf.constant([seed, _TRAIN_SALT], tf.int64)
+        ds = tf.data.Dataset.zip(ds, keys).map(
+            lambda index, key: _dequantize(
+                tf.gather(examples, index),
+                tf.random.experimental.stateless_fold_in(base_key, key)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_pipeline(x: np.ndarray, batch_size: int, seed: int, salt: int,
+                   num_levels: int | None) -> tf.data.Dataset:
+    examples = tf.constant(x)
+    ds = tf.data.Dataset.range(len(x))
+    if num_levels is None:
+        ds = ds.batch(batch_size).map(lambda index: tf.gather(examples, index))
+        return ds.prefetch(tf.data.AUTOTUNE)
+    # Noise keyed by example index: identical on every pass and for any batch size.
+    base_key = tf.constant([seed, salt], tf.int64)
+    ds = ds.map(
+        lambda index: _dequantize(
+            tf.gather(examples, index), tf.random.experimental.stateless_fold_in(base_key, index)),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,41 @@
+"""Fully connected conditioner for couplings on vectors."""
+
+from __future__ import annotations
+
+import keras
+
+__all__ = ["MLP"]
+
+
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class MLP(keras.layers.Layer):
+    """Dense -> activation -> ... -> zero-initialised Dense.
+
+    The conditioner of NICE's and RealNVP's couplings on vectors. The zero-initialised last
+    layer makes each coupling start as the identity.
+
+    Args:
+        output_dim: size of the output (transformed size for an additive coupling, twice
+            that for an affine coupling).
+        hidden_units: widths of the hidden layers.
+        activation: activation of the hidden layers.
+    """
+
+    def __init__(self, output_dim: int, hidden_units=(256, 256), activation: str = "relu",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.output_dim = output_dim
+        self.hidden_units = tuple(hidden_units)
+        self.activation = activation
+        self.hidden = [keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")
+                       for i, units in enumerate(self.hidden_units)]
+        self.out = keras.layers.Dense(output_dim, kernel_initializer="zeros", name="zero_dense")
+
+    def call(self, x):
+        for layer in self.hidden:
+            x = layer(x)
+        return self.out(x)
+
+    def get_config(self):
+        return {**super().get_config(), "output_dim": self.output_dim,
+                "hidden_units": list(self.hidden_units), "activation": self.activation}
