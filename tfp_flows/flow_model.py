@@ -132,11 +132,20 @@ class FlowModel(keras.Model):
         return self.bijector.forward(z)
 
     def sample(self, n: int, temperature: float = 1.0, seed=None) -> tf.Tensor:
-        """`n` samples x = f(z) with z ~ N(0, temperature^2 I). `seed` makes them reproducible."""
+        """`n` samples x = f(z) with z ~ N(0, temperature^2 I).
+
+        Args:
+            n: number of samples.
+            temperature: standard deviation of the latent (Glow samples at 0.5-0.7).
+            seed: an int or a stateless `int32[2]` seed; the same seed gives the same samples.
+        """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"sample expects a positive integer number of samples, got {n!r}.")
         if not temperature > 0:
             raise ValueError(f"sample expects temperature > 0, got {temperature!r}.")
+        if isinstance(seed, (int, np.integer)):
+            # TFP treats a Python int as a seed for a stateful draw; a pair is stateless.
+            seed = (0, int(seed))
         z = self.base_distribution(temperature).sample(int(n), seed=seed)
         return self.bijector.forward(z)
 
@@ -183,12 +192,17 @@ class FlowModel(keras.Model):
     def predict_step(self, data):
         return self.log_prob(_unpack_x(data))
 
-    def compile(self, optimizer="adam", **kwargs):
+    def compile(self, optimizer="adam", loss=None, **kwargs):
         """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken."""
-        if "loss" in kwargs:
+        if loss is not None:
             raise ValueError("FlowModel trains on its own negative log-likelihood; "
-                             "compile takes no `loss` argument.")
+                             f"compile takes no `loss` argument, got loss={loss!r}.")
         super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        # Keras skips compiling on load when `compile` is overridden; ours only adds a check.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, **kwargs):
         """Keras `fit`, after the data-dependent initialisation of ActNorm on the first batch."""

@@ -176,8 +176,9 @@ class RealNVP(Flow):
         https://arxiv.org/abs/1605.08803
     """
 
-    def __init__(self, event_shape, num_couplings: int = 5, levels: int = 3, hidden: int | None = None,
-                 num_hidden: int = 2, scale_fn: str = "tanh", **kwargs):
+    def __init__(self, event_shape, num_couplings: int = 5, levels: int = 3,
+                 hidden: int | None = None, num_hidden: int = 2, scale_fn: str = "tanh",
+                 **kwargs):
         super().__init__(event_shape, **kwargs)
         self.num_couplings = num_couplings
         self.levels = levels
@@ -336,8 +337,9 @@ class MAF(Flow):
                 return params[..., 0], params[..., 1]
             return fn
 
-        return tfb.Chain([tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale(m))
-                          for m in self.mades])
+        return tfb.Chain([
+            tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale(made))
+            for made in self.mades])
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")

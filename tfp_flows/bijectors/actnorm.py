@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import threading
+import types
 
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
 __all__ = ["ActNorm", "data_dependent_init"]
 
-_state = threading.local()
+# Process-wide rather than thread-local: MirroredStrategy traces each replica in a thread of its
+# own, and those threads must see a block entered around `strategy.run`.
+_state = types.SimpleNamespace(active=False)
 
 
 @contextlib.contextmanager

@@ -51,11 +51,17 @@ class Squeeze(tfb.Bijector):
         if height is not None and width is not None and (height % 2 or width % 2):
             raise ValueError(f"Squeeze needs even height and width, got ({height}, {width}).")
         h, w, c = tf.unstack(tf.shape(x)[-3:])
-        return _swap_block_axes(x, [h // 2, 2, w // 2, 2, c], [h // 2, w // 2, 4 * c])
+        y = _swap_block_axes(x, [h // 2, 2, w // 2, 2, c], [h // 2, w // 2, 4 * c])
+        # The reshape to a computed shape loses the static event shape when the batch size is
+        # unknown (tf.function, SavedModel); couplings need the static channel count.
+        y.set_shape(self._forward_event_shape(x.shape))
+        return y
 
     def _inverse(self, y):
         h, w, c = tf.unstack(tf.shape(y)[-3:])
-        return _swap_block_axes(y, [h, w, 2, 2, c // 4], [2 * h, 2 * w, c // 4])
+        x = _swap_block_axes(y, [h, w, 2, 2, c // 4], [2 * h, 2 * w, c // 4])
+        x.set_shape(self._inverse_event_shape(y.shape))
+        return x
 
     def _forward_log_det_jacobian(self, x):
         return tf.zeros([], dtype=x.dtype)

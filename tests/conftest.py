@@ -1,0 +1,13 @@
+"""Test-wide set-up that must happen before TensorFlow initialises its devices."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices let MirroredStrategy tests run on a one-CPU machine. This has to be
+# done before any op runs, hence at import time of the conftest.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])

@@ -1,0 +1,172 @@
+"""FlowModel: Keras integration, saving, units and the errors users see."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_flows
+
+BUILDERS = {
+    "nice": lambda: tfp_flows.nice((4,), hidden=8, num_hidden=1),
+    "realnvp": lambda: tfp_flows.realnvp((4,), hidden=8),
+    "glow": lambda: tfp_flows.glow((4, 4, 1), levels=2, depth=1, hidden=8, num_levels=17),
+    "maf": lambda: tfp_flows.maf((4,), hidden=8),
+    "iaf": lambda: tfp_flows.iaf((4,), hidden=8),
+}
+
+
+def _data(model, n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    if model.flow.num_levels:
+        levels = model.flow.num_levels
+        return (rng.integers(0, levels, (n, *model.event_shape))
+                + rng.random((n, *model.event_shape))).astype("float32")
+    return rng.standard_normal((n, *model.event_shape)).astype("float32")
+
+
+@pytest.fixture(params=sorted(BUILDERS), scope="module")
+def trained(request):
+    keras.utils.set_random_seed(0)
+    model = BUILDERS[request.param]()
+    x = _data(model)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(x, batch_size=32, epochs=1, verbose=0)
+    return model, x
+
+
+def test_keras_save_and_load_round_trip(trained, tmp_path):
+    model, x = trained
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, tfp_flows.FlowModel)
+    np.testing.assert_allclose(loaded.log_prob(x), model.log_prob(x), rtol=1e-6, atol=1e-5)
+    assert bool(loaded.data_initialized.numpy()) == bool(model.data_initialized.numpy())
+    # The optimizer state comes back too, so training goes on where it stopped.
+    assert loaded.optimizer.iterations.numpy() == model.optimizer.iterations.numpy()
+    loaded.fit(x, batch_size=32, epochs=1, verbose=0)
+
+
+def test_evaluate_reports_nats_and_bits_per_dim(trained):
+    model, x = trained
+    result = model.evaluate(x, batch_size=64, verbose=0, return_dict=True)
+    nll = -float(tf.reduce_mean(model.log_prob(x)))
+    assert result["loss"] == pytest.approx(nll, rel=1e-5)
+    size = int(np.prod(model.event_shape))
+    assert result["bits_per_dim"] == pytest.approx(nll / (size * math.log(2)), rel=1e-5)
+
+
+def test_model_call_and_predict_give_log_prob(trained):
+    model, x = trained
+    np.testing.assert_allclose(model(x[:8]), model.log_prob(x[:8]), rtol=1e-6)
+    np.testing.assert_allclose(model.predict(x[:8], verbose=0), model.log_prob(x[:8]), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_sampling_is_seeded_and_tempered(trained):
+    model, _ = trained
+    a = model.sample(64, seed=7)
+    b = model.sample(64, seed=7)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (64, *model.event_shape)
+    cold = model.encode(model.sample(64, temperature=0.1, seed=7))
+    warm = model.encode(model.sample(64, temperature=1.0, seed=7))
+    assert float(tf.math.reduce_std(cold)) < 0.3 * float(tf.math.reduce_std(warm))
+
+
+def test_actnorm_initialisation_standardises_the_first_batch():
+    keras.utils.set_random_seed(1)
+    model = BUILDERS["glow"]()
+    x = _data(model)
+    assert not bool(model.data_initialized.numpy())
+    model.initialize_from_data(x, batch_size=64)
+    assert bool(model.data_initialized.numpy())
+    actnorm = next(v for v in model.flow.actnorms[0])
+    assert float(tf.reduce_max(tf.abs(actnorm))) > 0
+    # Running it again is a no-op: the flag guards it.
+    before = [v.numpy().copy() for v in model.flow.actnorms[0]]
+    model.initialize_from_data(_data(model, seed=9), batch_size=64)
+    for old, variable in zip(before, model.flow.actnorms[0], strict=True):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 5), "float32"), r"expects inputs of shape \(batch, 4\), got shape \(2, 5\)"),
+    (np.zeros((4,), "float32"), r"expects inputs of shape \(batch, 4\), got shape \(4\)"),
+    (np.zeros((2, 4), "int32"), "floating-point inputs.*int32.*Dequantize"),
+])
+def test_log_prob_rejects_bad_input(bad, message):
+    model = BUILDERS["realnvp"]()
+    with pytest.raises(ValueError, match=message):
+        model.log_prob(bad)
+
+
+def test_fit_rejects_wrong_shape_and_changes_nothing():
+    model = BUILDERS["realnvp"]()
+    model.compile("adam")
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(ValueError, match=r"fit expects inputs of shape \(batch, 4\)"):
+        model.fit(np.zeros((8, 3), "float32"), batch_size=4, epochs=1, verbose=0)
+    for old, variable in zip(before, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+@pytest.mark.parametrize("n, temperature, message", [
+    (0, 1.0, "positive integer"), (2.5, 1.0, "positive integer"), (True, 1.0, "positive integer"),
+    (3, 0.0, "temperature > 0"), (3, -1.0, "temperature > 0"),
+])
+def test_sample_rejects_bad_arguments(n, temperature, message):
+    model = BUILDERS["realnvp"]()
+    with pytest.raises(ValueError, match=message):
+        model.sample(n, temperature=temperature)
+
+
+def test_decode_rejects_wrong_latent_shape():
+    model = BUILDERS["realnvp"]()
+    with pytest.raises(ValueError, match=r"decode expects latents of shape \(batch, 4\)"):
+        model.decode(np.zeros((2, 3), "float32"))
+
+
+def test_nan_in_the_data_stops_fit_without_touching_weights():
+    keras.utils.set_random_seed(2)
+    model = BUILDERS["realnvp"]()
+    model.compile(keras.optimizers.Adam(1e-2))
+    x = _data(model)
+    model.fit(x, batch_size=32, epochs=1, verbose=0)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    poisoned = x.copy()
+    poisoned[3, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        model.fit(poisoned, batch_size=64, epochs=1, verbose=0, shuffle=False)
+    for old, variable in zip(before, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+def test_diverging_loss_stops_before_the_update():
+    keras.utils.set_random_seed(3)
+    model = BUILDERS["realnvp"]()
+    model.compile(keras.optimizers.SGD(1.0))
+    # Points far in the tail give an infinite loss in float32.
+    x = np.full((32, 4), 1e20, "float32")
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="loss became NaN or Inf"):
+        model.fit(x, batch_size=32, epochs=1, verbose=0)
+    for old, variable in zip(before, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+def test_compile_refuses_a_loss():
+    with pytest.raises(ValueError, match="no `loss` argument"):
+        BUILDERS["realnvp"]().compile("adam", loss="mse")
+
+
+def test_trainable_variables_are_keras_owned_and_complete():
+    model = tfp_flows.glow((4, 4, 1), levels=2, depth=1, hidden=8, num_levels=17)
+    names = [v.path for v in model.trainable_variables]
+    assert len(names) == len(set(names))
+    assert any("actnorm" in n for n in names) and any("conv1x1" in n for n in names)
+    assert any("prior" in n for n in names) and any("coupling" in n for n in names)
+    assert all(isinstance(v, keras.Variable) for v in model.trainable_variables)
