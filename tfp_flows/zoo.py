@@ -21,6 +21,7 @@ from tfp_flows.bijectors import (
     Coupling,
     InvertibleConv1x1,
     MultiScale,
+    ReversibleChain,
     Scaling,
     lu_factors,
 )
@@ -45,12 +46,17 @@ class Flow(keras.layers.Layer):
         preprocessing: "logit" (RealNVP: y = logit(alpha + (1 - 2 alpha) x / num_levels))
             or "center" (Glow: y = x / num_levels - 1/2).
         alpha: the logit's margin.
+        reversible: train with memory-saving gradients (`ReversibleChain`): each chain of
+            steps rebuilds its activations from its output in the backward pass instead of
+            storing them, so training memory barely grows with depth, for about one extra
+            forward pass of compute. For MAF and IAF the rebuild is sequential (D passes).
     """
 
     uses_data_dependent_init = False
 
     def __init__(self, event_shape, num_levels: int | None = None,
-                 preprocessing: str = "logit", alpha: float = 0.05, **kwargs):
+                 preprocessing: str = "logit", alpha: float = 0.05, reversible: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         event_shape = tuple(int(d) for d in event_shape)
         if len(event_shape) not in (1, 3) or min(event_shape) < 1:
@@ -67,11 +73,18 @@ class Flow(keras.layers.Layer):
         self.num_levels = num_levels
         self.preprocessing = preprocessing
         self.alpha = alpha
+        self.reversible = reversible
 
     def get_config(self):
         return {**super().get_config(), "event_shape": list(self.event_shape),
                 "num_levels": self.num_levels, "preprocessing": self.preprocessing,
-                "alpha": self.alpha}
+                "alpha": self.alpha, "reversible": self.reversible}
+
+    def _chain(self, bijectors: list, event_ndims: int) -> tfb.Bijector:
+        """A chain of same-shape layers, reversible (memory-saving) when asked for."""
+        if self.reversible:
+            return ReversibleChain(bijectors, event_ndims)
+        return tfb.Chain(bijectors)
 
     def bijector(self) -> tfb.Bijector:
         """f: latent -> data, preprocessing included."""
@@ -153,11 +166,11 @@ class NICE(Flow):
         size = int(np.prod(self.event_shape))
         layers = [AdditiveCoupling(net, mask="channel", parity=i % 2, event_ndims=1)
                   for i, net in enumerate(self.nets)]
-        layers.append(Scaling(self.log_scale))
-        if len(self.event_shape) == 3:
-            layers.insert(0, tfb.Reshape(event_shape_out=self.event_shape,
-                                         event_shape_in=(size,)))
-        return tfb.Chain(layers)
+        flow = self._chain([*layers, Scaling(self.log_scale)], 1)
+        if len(self.event_shape) == 1:
+            return flow
+        return tfb.Chain([tfb.Reshape(event_shape_out=self.event_shape, event_shape_in=(size,)),
+                          flow])
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -218,8 +231,8 @@ class RealNVP(Flow):
 
     def _flow_bijector(self):
         if len(self.event_shape) == 1:
-            return tfb.Chain([self._coupling(net, "channel", i % 2, 1)
-                              for i, net in enumerate(self.nets)])
+            return self._chain([self._coupling(net, "channel", i % 2, 1)
+                                for i, net in enumerate(self.nets)], 1)
         nets = iter(self.nets)
         scales = []
         for level in range(self.levels):
@@ -229,9 +242,10 @@ class RealNVP(Flow):
             channel = [] if last else [self._coupling(next(nets), "channel", i % 2, 3)
                                        for i in range(3)]
             scales.append((checkerboard, channel))
-        inner = tfb.Chain(scales[-1][0])
+        inner = self._chain(scales[-1][0], 3)
         for checkerboard, channel in reversed(scales[:-1]):
-            inner = tfb.Chain([*checkerboard, MultiScale(tfb.Chain(channel), inner=inner)])
+            inner = tfb.Chain([self._chain(checkerboard, 3),
+                               MultiScale(self._chain(channel, 3), inner=inner)])
         return inner
 
 
@@ -293,9 +307,9 @@ class Glow(Flow):
 
     def _flow_bijector(self):
         if len(self.event_shape) == 1:
-            return tfb.Chain([b for i in range(self.depth) for b in self._step(i, 1)])
-        levels = [tfb.Chain([b for i in range(level * self.depth, (level + 1) * self.depth)
-                             for b in self._step(i, 3)])
+            return self._chain([b for i in range(self.depth) for b in self._step(i, 1)], 1)
+        levels = [self._chain([b for i in range(level * self.depth, (level + 1) * self.depth)
+                               for b in self._step(i, 3)], 3)
                   for level in range(self.levels)]
         inner = MultiScale(levels[-1])
         for level in reversed(range(self.levels - 1)):
@@ -337,9 +351,9 @@ class MAF(Flow):
                 return params[..., 0], params[..., 1]
             return fn
 
-        return tfb.Chain([
+        return self._chain([
             tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale(made))
-            for made in self.mades])
+            for made in self.mades], 1)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")

@@ -6,6 +6,7 @@ from tfp_flows.bijectors.affine_coupling import AffineCoupling
 from tfp_flows.bijectors.coupling import Coupling
 from tfp_flows.bijectors.invertible_conv1x1 import InvertibleConv1x1, lu_factors
 from tfp_flows.bijectors.multiscale import MultiScale
+from tfp_flows.bijectors.reversible_chain import ReversibleChain
 from tfp_flows.bijectors.scaling import Scaling
 from tfp_flows.bijectors.squeeze import Squeeze
 
@@ -16,6 +17,7 @@ __all__ = [
     "Coupling",
     "InvertibleConv1x1",
     "MultiScale",
+    "ReversibleChain",
     "Scaling",
     "Squeeze",
     "data_dependent_init",
