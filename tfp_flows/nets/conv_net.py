@@ -37,6 +37,13 @@ class ConvNet(keras.layers.Layer):
         self.out = keras.layers.Conv2D(output_channels, 3, padding="same",
                                        kernel_initializer="zeros", name="zero_conv")
 
+    def build(self, input_shape):
+        # Without this, Keras' `build`/`build_from_config` marks the layer built with no weights.
+        for layer in self.hidden:
+            layer.build(input_shape)
+            input_shape = layer.compute_output_shape(input_shape)
+        self.out.build(input_shape)
+
     def call(self, x):
         for layer in self.hidden:
             x = layer(x)

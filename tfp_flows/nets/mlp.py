@@ -31,6 +31,13 @@ class MLP(keras.layers.Layer):
                        for i, units in enumerate(self.hidden_units)]
         self.out = keras.layers.Dense(output_dim, kernel_initializer="zeros", name="zero_dense")
 
+    def build(self, input_shape):
+        # Without this, Keras' `build`/`build_from_config` marks the layer built with no weights.
+        for layer in self.hidden:
+            layer.build(input_shape)
+            input_shape = layer.compute_output_shape(input_shape)
+        self.out.build(input_shape)
+
     def call(self, x):
         for layer in self.hidden:
             x = layer(x)
