@@ -182,12 +182,22 @@ class FlowModel(keras.Model):
             gradients = [tf.identity(g) for g in gradients]
         self.optimizer.apply(gradients, self.trainable_variables)
         self._record(log_prob)
-        return {m.name: m.result() for m in self.metrics}
+        return self._step_logs()
 
     def test_step(self, data):
         x = self._check_input(_unpack_x(data), "evaluate")
         self._record(self._log_prob(x))
-        return {m.name: m.result() for m in self.metrics}
+        return self._step_logs()
+
+    def _step_logs(self):
+        logs = {m.name: m.result() for m in self.metrics}
+        strategy = tf.distribute.get_strategy()
+        # Keras 3 reduces the step outputs of a multi-worker run with strategy.reduce(axis=0),
+        # which fails on scalars (tensorflow/tensorflow#72388); it reduces a length-1 axis away.
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def predict_step(self, data):
         return self.log_prob(_unpack_x(data))
@@ -207,6 +217,12 @@ class FlowModel(keras.Model):
     def fit(self, x=None, y=None, batch_size=None, **kwargs):
         """Keras `fit`, after the data-dependent initialisation of ActNorm on the first batch."""
         self.initialize_from_data(x, batch_size)
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            # Without a strategy Keras builds the optimizer inside the first trace of the train
+            # step; creating its slots there makes tf.function trace the whole step twice.
+            with self.distribute_strategy.scope():
+                optimizer.build(self.trainable_variables)
         return super().fit(x, y, batch_size=batch_size, **kwargs)
 
     def initialize_from_data(self, data, batch_size=None) -> None:
@@ -229,11 +245,14 @@ class FlowModel(keras.Model):
 
         def replica_init(x):
             x = self._check_input(x, "fit")
-            with data_dependent_init():
-                self.bijector.inverse(x)
+            self.bijector.inverse(x)
             self.data_initialized.assign(True)
 
-        tf.function(lambda b: strategy.run(replica_init, args=(b,)))(batch)
+        # Entered once around strategy.run, not in each replica: the flag is process-wide, and
+        # replica threads entering and leaving the block in turn left it set for good, so every
+        # step traced afterwards, in any model, re-initialised ActNorm.
+        with data_dependent_init():
+            tf.function(lambda b: strategy.run(replica_init, args=(b,)))(batch)
 
     # -------------------------------------------------------------------------- serialising
 

@@ -1,0 +1,333 @@
+"""Tests of the training command: outputs, resuming, refusals, NaN handling, atomic commits."""
+
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import tfp_flows
+from tfp_flows.train import Checkpoint, ConfigError, TrainConfig, TrainingError, run
+
+TOY = {"flow": "realnvp", "dataset": "two_moons", "num_examples": 1000, "hidden": 8,
+       "num_couplings": 2, "epochs": 2, "checkpoint_steps": 0, "verbose": 0}
+DIGITS = {"dataset": "digits", "num_examples": 400, "hidden": 8, "epochs": 2, "batch_size": 32,
+          "learning_rate": 1e-2, "checkpoint_steps": 0, "verbose": 0, "temperatures": (0.5, 1.0)}
+SIZES = {"glow": {"levels": 1, "depth": 1}, "maf": {"num_layers": 1, "num_hidden": 1}}
+SUBPROCESS_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _snapshot(directory) -> dict:
+    """Every file under `directory` with its content hash and modification time."""
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, directory)] = (
+                    hashlib.sha256(f.read()).hexdigest(), os.stat(path).st_mtime_ns)
+    return files
+
+
+def _finite(value) -> bool:
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("toy"))
+    return output_dir, run({**TOY, "output_dir": output_dir})
+
+
+def test_toy_run_writes_outputs_whose_numbers_the_saved_model_reproduces(toy_run):
+    output_dir, metrics = toy_run
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(metrics))
+    for name in ("config.json", "model.keras", "density.png", "training_curve.png"):
+        assert os.path.getsize(os.path.join(output_dir, name)) > 0
+    assert os.listdir(os.path.join(output_dir, "logs"))
+    assert _finite(metrics)
+    assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["examples_per_second"] > 0 and metrics["num_parameters"] > 0
+    assert metrics["machine"]["cpu_count"] == os.cpu_count()
+    # The toy test split is not dequantized, so the saved model must give the same NLL.
+    splits = tfp_flows.datasets.load("two_moons", num_examples=1000)
+    test = np.concatenate(list(splits.test.as_numpy_iterator()))
+    model = keras.models.load_model(os.path.join(output_dir, "model.keras"))
+    nll = -float(np.mean(model.log_prob(test)))
+    np.testing.assert_allclose(nll, metrics["test"]["nll_nats"], rtol=1e-5)
+    np.testing.assert_allclose(metrics["test"]["bits_per_dim"], nll / (2 * math.log(2)),
+                               rtol=1e-5)
+
+
+def test_rerunning_a_finished_run_evaluates_without_training(toy_run):
+    output_dir, metrics = toy_run
+    again = run({**TOY, "output_dir": output_dir})
+    assert again["resumed_from_epoch"] == 2 and again["examples_per_second"] is None
+    assert again["test"] == pytest.approx(metrics["test"], rel=1e-6)
+
+
+@pytest.mark.parametrize("change, difference", [
+    ({"flow": "maf", "num_couplings": None, "num_layers": 2}, "flow realnvp -> maf"),
+    ({"hidden": 16}, "hidden 8 -> 16"),
+    ({"seed": 1}, "seed 0 -> 1"),
+])
+def test_a_different_model_is_refused_and_the_directory_left_unchanged(toy_run, change,
+                                                                       difference):
+    output_dir, _ = toy_run
+    before = _snapshot(output_dir)
+    with pytest.raises(ConfigError, match="holds a different model") as error:
+        run({**TOY, **change, "output_dir": output_dir})
+    message = str(error.value)
+    assert difference in message and "pick another --output_dir" in message
+    assert "\n" not in message
+    assert _snapshot(output_dir) == before
+
+
+@pytest.mark.parametrize("flow", ["glow", "maf"])
+def test_image_run_writes_a_sample_grid(tmp_path, flow):
+    metrics = run({**DIGITS, **SIZES[flow], "flow": flow, "output_dir": str(tmp_path)})
+    # maf sees flattened images; the metrics and the samples keep the image shape.
+    assert metrics["event_shape"] == [8, 8, 1] and metrics["num_levels"] == 17
+    assert _finite(metrics)
+    history = json.loads((tmp_path / "backup" / "state.json").read_text())["history"]
+    assert history[1]["val_bits_per_dim"] < history[0]["val_bits_per_dim"]
+    from matplotlib.image import imread
+    grid = imread(os.path.join(tmp_path, "samples.png"))
+    assert grid.ndim == 3 and grid.shape[0] > 50
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"flow": "vae"}, "unknown --flow 'vae'"),
+    ({"dataset": "no_such_dataset"}, "unknown dataset 'no_such_dataset'"),
+    ({"dataset": "/nonexistent/data.npz"}, "does not exist"),
+    ({"flow": "maf", "num_couplings": None, "depth": 3}, "--depth does not apply to maf"),
+    ({"dataset": "digits", "flow": "glow", "num_couplings": None, "levels": 4},
+     "divisible by 16"),
+    ({"epochs": 0}, "--epochs must be a positive integer"),
+])
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, change, fragment):
+    output_dir = tmp_path / "run"
+    with pytest.raises(ConfigError) as error:
+        run({**TOY, **change, "output_dir": str(output_dir)})
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+    assert not output_dir.exists()
+
+
+def test_command_line_error_is_one_line_with_exit_code_2(tmp_path):
+    output_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "tfp_flows.train", "--dataset=no_such_dataset",
+         f"--output_dir={output_dir}"], capture_output=True, text=True, env=SUBPROCESS_ENV,
+        timeout=120)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown dataset 'no_such_dataset'")
+    assert "Traceback" not in result.stderr
+    assert not output_dir.exists()
+
+
+def test_nan_in_the_data_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    data = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.normal(size=(600, 2)), rng.normal(size=(100, 2))
+    np.savez(data, x_train=x_train, x_test=x_test)
+    config = {**TOY, "dataset": str(data), "num_examples": None, "epochs": 1,
+              "output_dir": str(tmp_path / "run")}
+    run(config)
+    before = _snapshot(tmp_path / "run")
+    x_train[::7] = np.nan
+    np.savez(data, x_train=x_train, x_test=x_test)
+    expected = r"training data holds NaN or Inf values \(at epoch 2 step 1\).*\(after 1 epoch"
+    with pytest.raises(TrainingError, match=expected) as error:
+        run({**config, "epochs": 2})
+    assert "\n" not in str(error.value)
+    kept = ("backup", "model.keras", "metrics.json")
+    after = _snapshot(tmp_path / "run")
+    assert {k: v for k, v in after.items() if k.startswith(kept)} == {
+        k: v for k, v in before.items() if k.startswith(kept)}
+
+
+def _tiny_model():
+    model = tfp_flows.realnvp((2,), hidden=4, num_couplings=2)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _interrupted_save_weights(model):
+    original = model.save_weights
+
+    def save_half_then_die(path, overwrite=True):
+        original(path, overwrite=overwrite)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt("killed while writing the weights")
+
+    return save_half_then_die
+
+
+def _die(*args):
+    raise KeyboardInterrupt("killed before state.json was replaced")
+
+
+def test_a_commit_interrupted_at_any_point_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    model = _tiny_model()
+    checkpoint = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
+    checkpoint.set_model(model)
+    checkpoint._commit()
+    committed = [v.numpy().copy() for v in model.weights]
+    for variable in model.trainable_variables:
+        variable.assign(variable + 1.0)
+    # Killed while writing the new weights file, then right before publishing state.json.
+    monkeypatch.setattr(model, "save_weights", _interrupted_save_weights(model))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint._commit()
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "replace", _die)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint._commit()
+    monkeypatch.undo()
+
+    fresh = _tiny_model()
+    restored = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
+    restored.set_model(fresh)
+    assert restored.restore() and restored.state["commit"] == 1
+    for got, want in zip(fresh.weights, committed, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_restore_brings_back_the_optimizer_and_actnorm_state(tmp_path):
+    def glow():
+        model = tfp_flows.glow((4, 4, 1), levels=1, depth=1, hidden=4, num_levels=17)
+        model.compile(keras.optimizers.Adam(1e-3))
+        return model
+
+    model = glow()
+    model.initialize_from_data(np.random.default_rng(0).uniform(0, 17, (16, 4, 4, 1)))
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(7)
+    checkpoint = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
+    checkpoint.set_model(model)
+    checkpoint._commit()
+
+    fresh = glow()
+    restored = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
+    restored.set_model(fresh)
+    assert restored.restore()
+    # A restored flag keeps fit from re-initialising the trained ActNorm parameters.
+    assert bool(fresh.data_initialized.numpy())
+    assert int(fresh.optimizer.iterations.numpy()) == 7
+    for got, want in zip(fresh.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+def test_non_finite_weights_are_never_committed(tmp_path):
+    model = _tiny_model()
+    checkpoint = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
+    checkpoint.set_model(model)
+    checkpoint._commit()
+    before = _snapshot(tmp_path)
+    variable = model.trainable_variables[0]
+    variable.assign(variable * np.nan)
+    with pytest.raises(TrainingError, match="weights became NaN or Inf"):
+        checkpoint._commit()
+    assert _snapshot(tmp_path) == before
+
+
+def test_patience_and_the_best_model_survive_a_restart(tmp_path):
+    def epoch_end(checkpoint, epoch, value):
+        # Mark the weights with the epoch, to tell which epoch model.keras holds.
+        model.flow.nets[0].weights[-1].assign(np.full(model.flow.nets[0].weights[-1].shape,
+                                                      float(epoch)))
+        checkpoint.on_epoch_end(epoch, {"loss": 1.0, "bits_per_dim": 1.0, "val_loss": 1.0,
+                                        "val_bits_per_dim": value})
+
+    model = _tiny_model()
+    first = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"), patience=2)
+    first.set_model(model)
+    for epoch, value in enumerate([3.0, 2.0, 2.5]):
+        epoch_end(first, epoch, value)
+    assert not model.stop_training
+
+    second = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"), patience=2)
+    second.set_model(model)
+    assert second.restore()
+    epoch_end(second, 3, 2.6)
+    assert model.stop_training and second.state["stopped_early"]
+    assert second.state["best_epoch"] == 2
+    assert [r["val_bits_per_dim"] for r in second.state["history"]] == [3.0, 2.0, 2.5, 2.6]
+    best = keras.models.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_array_equal(best.flow.nets[0].weights[-1].numpy(), 1.0)
+
+
+def test_a_run_resumes_under_mirrored_strategy(tmp_path):
+    config = {**TOY, "epochs": 1, "output_dir": str(tmp_path)}
+    run(config)
+    # The optimizer slots are made and loaded inside the strategy's scope, as mirrored variables.
+    resumed = run({**config, "epochs": 2, "strategy": "mirrored"})
+    # tests/conftest.py provides two logical CPU devices.
+    assert resumed["num_replicas"] == 2
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 2
+    assert _finite(resumed)
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_last_commit(tmp_path):
+    epochs, steps_per_epoch = 4, 67  # 6000 toy points: 4320 for training, batches of 64.
+    output_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tfp_flows.train", "--flow=realnvp",
+               "--dataset=two_moons", "--num_examples=6000", "--hidden=8", "--num_couplings=2",
+               f"--epochs={epochs}", "--checkpoint_steps=20", f"--output_dir={output_dir}"]
+    state_path = output_dir / "backup" / "state.json"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=SUBPROCESS_ENV)
+    deadline = time.monotonic() + 150
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                state = json.loads(state_path.read_text())
+            except (OSError, ValueError):
+                state = None
+            if state and state["epoch"] >= 1 and state["step"] > 0:
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed = json.loads(state_path.read_text())
+    assert killed["epoch"] >= 1
+
+    result = subprocess.run(command, capture_output=True, text=True, env=SUBPROCESS_ENV,
+                            timeout=150)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    final = json.loads(state_path.read_text())
+    assert _finite(metrics) and metrics["epochs"] == epochs
+    assert metrics["resumed_from_epoch"] == killed["epoch"]
+    assert final["history"][:killed["epoch"]] == killed["history"]
+    # The optimizer counts on from the killed commit, and the interrupted epoch is rerun whole.
+    assert final["iterations"] == (killed["iterations"]
+                                   + (epochs - killed["epoch"]) * steps_per_epoch)
+    assert f"Resuming {output_dir} from epoch {killed['epoch'] + 1}" in result.stdout
+
+
+def test_config_defaults_match_the_flags():
+    from absl import flags
+
+    from tfp_flows.train import config_from_flags, define_flags
+
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["train"])
+    assert config_from_flags(values) == TrainConfig()

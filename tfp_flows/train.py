@@ -1,0 +1,730 @@
+r"""Trains a flow from the command line: `python -m tfp_flows.train --flow=glow --dataset=digits`.
+
+One command loads the data (`tfp_flows.datasets`), builds the flow (`tfp_flows.zoo`), trains it
+with a Keras progress bar, early stopping on validation bits/dim and TensorBoard logs, and
+writes into `--output_dir`:
+
+    config.json          the flags, written first; the model and data ones identify the run
+    backup/              the resumable training state (weights, optimizer, epoch history)
+    model.keras          the model with the best validation bits/dim so far
+    logs/                TensorBoard logs
+    metrics.json         train / validation / test NLL and bits/dim, throughput, wall time
+    training_curve.png   train and validation bits/dim per epoch
+    samples.png          images: samples at several temperatures
+    density.png          2-D data: data, samples and the learned density
+
+A run killed at any point (SIGKILL included) resumes when the same command is run again: the
+training state is committed every `--checkpoint_steps` steps and at every epoch end, each
+commit atomic (see `Checkpoint`). An `--output_dir` that holds a different model is refused.
+
+Examples:
+
+    python -m tfp_flows.train --flow=realnvp --dataset=two_moons --batch_size=256 \
+        --learning_rate=3e-3 --epochs=20 --output_dir=runs/two_moons
+    python -m tfp_flows.train --flow=glow --dataset=digits --levels=2 --depth=4 --hidden=64 \
+        --learning_rate=3e-3 --epochs=20 --output_dir=runs/glow_digits
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from tfp_flows import datasets, zoo
+from tfp_flows.flow_model import FlowModel
+
+__all__ = ["FLOWS", "STRATEGIES", "Checkpoint", "ConfigError", "TrainConfig", "TrainingError",
+           "run"]
+
+FLOWS: tuple[str, ...] = ("nice", "realnvp", "glow", "maf", "iaf")
+STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
+SIZE_FLAGS: tuple[str, ...] = ("levels", "depth", "hidden", "num_couplings", "num_layers",
+                               "num_hidden")
+# The size flags each family's builder takes, for vector and for image data.
+_FAMILY_SIZES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "nice": (("num_couplings", "hidden", "num_hidden"),) * 2,
+    "realnvp": (("num_couplings", "hidden", "num_hidden"), ("levels", "hidden", "num_hidden")),
+    "glow": (("depth", "hidden"), ("levels", "depth", "hidden")),
+    "maf": (("num_layers", "hidden", "num_hidden"),) * 2,
+    "iaf": (("num_layers", "hidden", "num_hidden"),) * 2,
+}
+# MADE orders the dimensions of a vector, so the autoregressive flows see flattened images.
+_VECTOR_ONLY = ("maf", "iaf")
+# The config.json entries that define the model and its data; a run directory holds one model.
+_IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels", "model")
+_MONITOR = "val_bits_per_dim"
+_SAMPLES_PER_TEMPERATURE = 8
+_DENSITY_GRID = 200
+_DENSITY_SAMPLES = 4000
+
+
+class ConfigError(ValueError):
+    """Bad input: an unknown name, a missing file, a bad value, or a run directory in use."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on: a non-finite loss, weights or validation score."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything `run` needs; the command-line flags have the same names and defaults.
+
+    Size fields left as None take the family's default (see `tfp_flows.zoo`). `verbose` (the
+    Keras progress bar: 1, or 0 for none) has no flag.
+    """
+
+    flow: str = "realnvp"
+    dataset: str = "two_moons"
+    output_dir: str | None = None
+    data_dir: str | None = None
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 0
+    num_examples: int | None = None
+    levels: int | None = None
+    depth: int | None = None
+    hidden: int | None = None
+    num_couplings: int | None = None
+    num_layers: int | None = None
+    num_hidden: int | None = None
+    patience: int = 10
+    strategy: str = "default"
+    jit_compile: bool = False
+    temperatures: tuple[float, ...] = (0.5, 0.7, 1.0)
+    checkpoint_steps: int = 100
+    verbose: int = 1
+
+
+# --------------------------------------------------------------------------------- checkpoint
+
+class Checkpoint(keras.callbacks.Callback):
+    """The resumable state of a run: weights, optimizer, epoch history, best model, patience.
+
+    This plays the part of `keras.callbacks.BackupAndRestore` plus `ModelCheckpoint` and
+    `EarlyStopping`, which do not survive a kill: BackupAndRestore rewrites
+    `latest.weights.h5` in place and its metadata as a second file, so a kill during a save
+    leaves a corrupt or mismatched pair; after a restore it counts epochs from 0 again, so a
+    mid-epoch save in the first resumed epoch records epoch 0; and ModelCheckpoint and
+    EarlyStopping forget the best score and the patience used so far.
+
+    A commit writes the weights (optimizer state and ActNorm's `data_initialized` flag
+    included) to a file with a fresh name, then atomically replaces `state.json`, which names
+    that file and holds the epoch history and the best epoch. A kill at any point leaves the
+    previous commit whole. Commits happen every `every_steps` steps and at each epoch end; a
+    run resumed from a mid-epoch commit restarts that epoch from the committed weights.
+
+    Each epoch end also writes the best model to `best_model_path` (atomically) when the
+    validation bits/dim improves, and stops training after `patience` epochs without
+    improvement. Weights that are not finite are never committed: a NaN or Inf loss or
+    weights raise `TrainingError`.
+
+    Args:
+        directory: Where the state lives (created on the first commit).
+        best_model_path: The `.keras` file for the best model.
+        patience: Epochs without improvement before stopping; 0 never stops early.
+        every_steps: Commit every this many steps within an epoch as well; 0 only at epoch ends.
+        write: False on the non-chief workers of a multi-worker run, which track the same
+            state but leave the files to the chief.
+    """
+
+    def __init__(self, directory: str, best_model_path: str, patience: int = 0,
+                 every_steps: int = 0, write: bool = True):
+        super().__init__()
+        self.directory = directory
+        self.best_model_path = best_model_path
+        self.patience = patience
+        self.every_steps = every_steps
+        self.write = write
+        self.state: dict = {"commit": 0, "epoch": 0, "step": 0, "iterations": 0,
+                            "weights": None, "history": [], "best_epoch": None,
+                            "best_bits_per_dim": None, "stopped_early": False}
+        self.epoch = 0
+        self.step = 0
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.directory, "state.json")
+
+    def restore(self) -> bool:
+        """Loads the last commit, if any, into the model (call inside the strategy scope).
+
+        Returns:
+            Whether a commit was found.
+        """
+        if not os.path.exists(self.state_path):
+            return False
+        with open(self.state_path) as f:
+            state = json.load(f)
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            # The optimizer's slots must exist (in the strategy scope) for their values to load.
+            optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.directory, state["weights"]))
+        self.state = state
+        return True
+
+    def kept(self) -> str:
+        """Says which saved state survives, for the message of a run that stops."""
+        if not self.state["commit"]:
+            return "No checkpoint had been saved yet."
+        return (f"The last good checkpoint (after {self.state['epoch']} epoch(s) and "
+                f"{self.state['step']} step(s)) stays in {self.directory}; rerun to resume.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = batch + 1
+        # The model's train_step stops on a non-finite loss, but XLA drops that assertion.
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            raise TrainingError(f"the loss became NaN or Inf at epoch {self.epoch + 1} step "
+                                f"{self.step}; try a lower --learning_rate. {self.kept()}")
+        if self.every_steps and self.step % self.every_steps == 0:
+            self._commit()
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        value = record.get(_MONITOR)
+        if value is None or not math.isfinite(value):
+            raise TrainingError(f"validation bits/dim is {value} after epoch {epoch + 1}; the "
+                                f"validation data or the model is broken. {self.kept()}")
+        state = self.state
+        state["history"] = [*state["history"][:epoch], record]
+        if state["best_bits_per_dim"] is None or value < state["best_bits_per_dim"]:
+            if self.write:
+                _save_model_atomically(self.model, self.best_model_path)
+            state["best_epoch"], state["best_bits_per_dim"] = epoch + 1, value
+        elif self.patience and epoch + 1 - state["best_epoch"] >= self.patience:
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        self.epoch, self.step = epoch + 1, 0
+        self._commit()
+
+    def _commit(self) -> None:
+        values = (v.numpy() for v in [*self.model.weights, *self.model.optimizer.variables])
+        if not all(np.isfinite(a).all() for a in values if np.issubdtype(a.dtype, np.floating)):
+            raise TrainingError(f"the weights became NaN or Inf at epoch {self.epoch + 1} step "
+                                f"{self.step}; try a lower --learning_rate. They were not "
+                                f"saved. {self.kept()}")
+        commit = self.state["commit"] + 1
+        state = {**self.state, "commit": commit, "epoch": self.epoch, "step": self.step,
+                 "iterations": int(self.model.optimizer.iterations.numpy()),
+                 "weights": f"weights-{commit:08d}.weights.h5"}
+        if self.write:
+            os.makedirs(self.directory, exist_ok=True)
+            weights_path = os.path.join(self.directory, state["weights"])
+            self.model.save_weights(weights_path, overwrite=True)
+            _fsync(weights_path)
+            _write_json_atomically(self.state_path, state)
+            # Files of older commits, and partial ones of commits that never completed.
+            for path in glob.glob(os.path.join(self.directory, "weights-*.weights.h5")):
+                if os.path.basename(path) != state["weights"]:
+                    os.remove(path)
+        self.state = state
+
+
+def _fsync(path: str) -> None:
+    """Flushes a file to disk, so a rename that publishes it cannot outrun its contents."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_json_atomically(path: str, value) -> None:
+    partial = os.path.join(os.path.dirname(path), f".partial-{os.path.basename(path)}")
+    with open(partial, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def _save_model_atomically(model: keras.Model, path: str) -> None:
+    # Keras insists on the .keras suffix, so the partial file keeps it.
+    partial = os.path.join(os.path.dirname(path), f".partial-{os.path.basename(path)}")
+    model.save(partial, overwrite=True)
+    _fsync(partial)
+    os.replace(partial, path)
+
+
+# -------------------------------------------------------------------------------- throughput
+
+class _Throughput(keras.callbacks.Callback):
+    """Training examples per second, timed per step from the second step (the first traces)."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.seconds = 0.0
+        self.examples = 0
+        self._steps = 0
+        self._start = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if self._steps > 1:
+            self.seconds += time.perf_counter() - self._start
+            self.examples += self.batch_size
+
+    @property
+    def examples_per_second(self) -> float | None:
+        return self.examples / self.seconds if self.seconds > 0 else None
+
+
+# ----------------------------------------------------------------------------------- set-up
+
+def _validated(config: TrainConfig | Mapping) -> TrainConfig:
+    if isinstance(config, Mapping):
+        unknown = set(config) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise ConfigError(f"unknown settings {sorted(unknown)}")
+        config = TrainConfig(**config)
+    if config.flow not in FLOWS:
+        raise ConfigError(f"unknown --flow {config.flow!r}; choose one of {', '.join(FLOWS)}")
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(f"unknown --strategy {config.strategy!r}; choose one of "
+                          f"{', '.join(STRATEGIES)}")
+    positive = {"epochs": config.epochs, "batch_size": config.batch_size,
+                **{name: getattr(config, name) for name in SIZE_FLAGS},
+                "num_examples": config.num_examples}
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    for name in ("patience", "checkpoint_steps", "seed"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if not config.learning_rate > 0:
+        raise ConfigError(f"--learning_rate must be > 0, got {config.learning_rate}")
+    if not config.temperatures or not all(t > 0 for t in config.temperatures):
+        raise ConfigError(f"--temperatures must be positive numbers, got {config.temperatures}")
+    if config.output_dir is None:
+        name = os.path.splitext(os.path.basename(os.path.normpath(config.dataset)))[0]
+        config = dataclasses.replace(config, output_dir=os.path.join("runs",
+                                                                     f"{config.flow}_{name}"))
+    return dataclasses.replace(config, temperatures=tuple(float(t) for t in config.temperatures))
+
+
+def _make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "multi_worker":
+        # The cluster comes from TF_CONFIG; without it this is a one-worker cluster.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy([d.name for d in gpus])
+    # NCCL is GPU-only, and collective all-reduce on CPU breaks when a process makes a second
+    # strategy; reducing on one device works on any number of logical CPUs.
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices("CPU")],
+        cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
+    """The splits, flattened for the vector-only flows; returns (splits, image_shape)."""
+    try:
+        splits = datasets.load(config.dataset, batch_size=config.batch_size,
+                               data_dir=config.data_dir, seed=config.seed,
+                               num_examples=config.num_examples)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
+    if image_shape is not None and config.flow in _VECTOR_ONLY:
+        size = math.prod(image_shape)
+
+        def flatten(ds):
+            return ds.map(lambda x: tf.reshape(x, (-1, size)))
+
+        splits = dataclasses.replace(splits, train=flatten(splits.train),
+                                     validation=flatten(splits.validation),
+                                     test=flatten(splits.test), event_shape=(size,))
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # The pipelines read from memory, not files: each worker takes its share of the data.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        splits = dataclasses.replace(splits, train=splits.train.with_options(options),
+                                     validation=splits.validation.with_options(options),
+                                     test=splits.test.with_options(options))
+    return splits, image_shape
+
+
+def _build_model(config: TrainConfig, splits) -> FlowModel:
+    takes = _FAMILY_SIZES[config.flow][len(splits.event_shape) == 3]
+    given = {name: getattr(config, name) for name in SIZE_FLAGS
+             if getattr(config, name) is not None}
+    extra = [name for name in given if name not in takes]
+    if extra:
+        kind = "images" if len(splits.event_shape) == 3 else "vectors"
+        raise ConfigError(f"{', '.join('--' + n for n in extra)} does not apply to "
+                          f"{config.flow} on {kind}; it takes "
+                          f"{', '.join('--' + n for n in takes)}")
+    try:
+        return getattr(zoo, config.flow)(splits.event_shape, num_levels=splits.num_levels,
+                                         **given)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _identity(config: TrainConfig, splits, model: FlowModel) -> dict:
+    takes = _FAMILY_SIZES[config.flow][len(splits.event_shape) == 3]
+    return {"flow": config.flow, "dataset": config.dataset, "seed": config.seed,
+            "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
+            "num_levels": splits.num_levels,
+            "model": {name: getattr(model.flow, name) for name in takes}}
+
+
+def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
+    """Refuses a directory that holds another model, or files that are not a run's."""
+    config_path = os.path.join(output_dir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            stored = json.load(f)
+        differences = []
+        for key in _IDENTITY_KEYS:
+            old, new = stored.get(key), identity[key]
+            if isinstance(old, dict) and isinstance(new, dict):
+                differences += [f"{k} {old.get(k)} -> {new.get(k)}"
+                                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            elif old != new:
+                differences.append(f"{key} {old} -> {new}")
+        if differences:
+            raise ConfigError(f"{output_dir} holds a different model ({'; '.join(differences)});"
+                              f" pick another --output_dir, or delete {output_dir} to start over")
+    elif chief and os.path.isdir(output_dir) and [
+            name for name in os.listdir(output_dir) if not name.startswith(".partial-")]:
+        raise ConfigError(f"{output_dir} is not empty and holds no config.json of a training "
+                          f"run; pick another --output_dir")
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+def _evaluator(model: FlowModel, strategy: tf.distribute.Strategy):
+    """A function of a dataset: exact mean NLL (nats) and bits/dim over all its examples.
+
+    Sums run on every replica (and worker) and are all-reduced, so a partial last batch and
+    a multi-worker split of the data are counted exactly. One traced function serves all
+    splits.
+    """
+
+    def replica_sums(x):
+        log_prob = model.log_prob(x)
+        return -tf.reduce_sum(log_prob), tf.cast(tf.size(log_prob), tf.float32)
+
+    @tf.function(reduce_retracing=True)
+    def batch_sums(x):
+        total, count = strategy.run(replica_sums, args=(x,))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
+
+    def evaluate(dataset: tf.data.Dataset) -> dict:
+        total, count = 0.0, 0.0
+        for x in strategy.experimental_distribute_dataset(dataset):
+            batch_total, batch_count = batch_sums(x)
+            total += float(batch_total)
+            count += float(batch_count)
+        nll = total / count
+        return {"nll_nats": nll, "bits_per_dim": nll / (model.event_size * math.log(2.0))}
+
+    return evaluate
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "gpus": [d.name for d in tf.config.list_logical_devices("GPU")]}
+
+
+# ---------------------------------------------------------------------------------- figures
+
+def _training_curve(history: list[dict], best_epoch: int | None, path: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r.get("bits_per_dim") for r in history], "o-", label="train")
+    ax.plot(epochs, [r.get(_MONITOR) for r in history], "o-", label="validation")
+    if best_epoch is not None:
+        ax.axvline(best_epoch, color="gray", linestyle=":", label=f"best (epoch {best_epoch})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("bits / dim")
+    ax.legend()
+    fig.savefig(path, dpi=100)
+
+
+def _sample_grid(model: FlowModel, image_shape: tuple[int, ...], num_levels: int,
+                 temperatures: tuple[float, ...], seed: int, path: str) -> None:
+    from matplotlib.figure import Figure
+
+    height, width, channels = image_shape
+    fig = Figure(figsize=(_SAMPLES_PER_TEMPERATURE * 0.9 + 0.8, 1.0 * len(temperatures)),
+                 layout="constrained")
+    for row, temperature in enumerate(temperatures):
+        x = model.sample(_SAMPLES_PER_TEMPERATURE, temperature=temperature, seed=seed)
+        # Samples are pixel values in [0, num_levels); out-of-range values are clipped.
+        x = np.clip(np.reshape(x.numpy(), (-1, *image_shape)) / num_levels, 0.0, 1.0)
+        tiled = np.concatenate(list(np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)),
+                                           constant_values=1.0)), axis=1)[:, :-1]
+        ax = fig.add_subplot(len(temperatures), 1, row + 1)
+        ax.imshow(tiled[..., 0] if channels == 1 else tiled, cmap="gray", vmin=0.0, vmax=1.0,
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(f"T = {temperature:g}", rotation=0, ha="right", va="center")
+    fig.suptitle(f"samples at temperature T ({height}x{width})")
+    fig.savefig(path, dpi=100)
+
+
+def _density_figure(model: FlowModel, data: np.ndarray, seed: int, path: str) -> None:
+    from matplotlib.figure import Figure
+
+    low, high = data.min(axis=0), data.max(axis=0)
+    margin = 0.1 * (high - low)
+    low, high = low - margin, high + margin
+    samples = model.sample(len(data), seed=seed).numpy()
+    gx, gy = np.meshgrid(np.linspace(low[0], high[0], _DENSITY_GRID),
+                         np.linspace(low[1], high[1], _DENSITY_GRID))
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+    density = np.exp(model.log_prob(grid).numpy()).reshape(gx.shape)
+    extent = (low[0], high[0], low[1], high[1])
+    bins = [np.linspace(low[0], high[0], 80), np.linspace(low[1], high[1], 80)]
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    for i, (title, points) in enumerate([("data", data), ("samples", samples)]):
+        ax = fig.add_subplot(1, 3, i + 1)
+        ax.hist2d(points[:, 0], points[:, 1], bins=bins, cmap="viridis")
+        ax.set_title(f"{title} ({len(points)} points)")
+    ax = fig.add_subplot(1, 3, 3)
+    ax.imshow(density, origin="lower", extent=extent, aspect="auto", cmap="viridis")
+    ax.set_title("learned density p(x)")
+    for ax in fig.axes:
+        ax.set_xlim(low[0], high[0])
+        ax.set_ylim(low[1], high[1])
+    fig.savefig(path, dpi=100)
+
+
+# -------------------------------------------------------------------------------------- run
+
+def run(config: TrainConfig | Mapping) -> dict:
+    """Trains, evaluates and writes the outputs of one run; resumes a run it finds unfinished.
+
+    Args:
+        config: A `TrainConfig`, or a mapping of its field names.
+
+    Returns:
+        The metrics written to `metrics.json`.
+
+    Raises:
+        ConfigError: For bad input, including an `output_dir` holding another model; nothing
+            is written then.
+        TrainingError: When the loss, the weights or the validation score stop being finite;
+            the last good checkpoint stays.
+    """
+    start = time.perf_counter()
+    config = _validated(config)
+    strategy = _make_strategy(config.strategy)
+    keras.utils.set_random_seed(config.seed)
+    splits, image_shape = _load_data(config, strategy)
+    with strategy.scope():
+        model = _build_model(config, splits)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      jit_compile=config.jit_compile)
+    # Only the chief writes; the other workers of a multi-worker run compute the same things.
+    chief = strategy.extended.should_checkpoint
+    out = config.output_dir
+    identity = _identity(config, splits, model)
+    _check_output_dir(out, identity, chief)
+    if chief:
+        os.makedirs(out, exist_ok=True)
+        training = {k: v for k, v in dataclasses.asdict(config).items() if k not in identity}
+        _write_json_atomically(os.path.join(out, "config.json"),
+                               {**identity, "training": training})
+
+    best_model_path = os.path.join(out, "model.keras")
+    checkpoint = Checkpoint(os.path.join(out, "backup"), best_model_path,
+                            patience=config.patience, every_steps=config.checkpoint_steps,
+                            write=chief)
+    checkpoint.set_model(model)
+    with strategy.scope():
+        resumed = checkpoint.restore()
+    initial_epoch = checkpoint.state["epoch"]
+    throughput = _Throughput(config.batch_size)
+    done = initial_epoch >= config.epochs or checkpoint.state["stopped_early"]
+    if resumed and done:
+        print(f"{out} finished training after {initial_epoch} epochs; evaluating its best model")
+    elif resumed:
+        print(f"Resuming {out} from epoch {initial_epoch + 1}, with the weights saved "
+              f"{checkpoint.state['step']} step(s) into it")
+    train_start = time.perf_counter()
+    if not done:
+        callbacks = [throughput, checkpoint]
+        if chief:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"),
+                                                         write_graph=False))
+        try:
+            # The training pipeline reshuffles itself every epoch.
+            model.fit(splits.train, validation_data=splits.validation, epochs=config.epochs,
+                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=config.verbose,
+                      shuffle=False)
+        except tf.errors.InvalidArgumentError as error:
+            # FlowModel.train_step asserts a finite batch and loss before it updates.
+            where = f"at epoch {checkpoint.epoch + 1} step {checkpoint.step + 1}"
+            if "the batch holds NaN or Inf" in error.message:
+                raise TrainingError(f"the training data holds NaN or Inf values ({where}); "
+                                    f"clean the data. {checkpoint.kept()}") from None
+            if "the loss became NaN or Inf" in error.message:
+                raise TrainingError(f"the loss became NaN or Inf {where}; try a lower "
+                                    f"--learning_rate. {checkpoint.kept()}") from None
+            raise
+    train_seconds = time.perf_counter() - train_start
+
+    state = checkpoint.state
+    if os.path.exists(best_model_path):
+        model.load_weights(best_model_path)
+    evaluate = _evaluator(model, strategy)
+    scores = {split: evaluate(getattr(splits, split))
+              for split in ("train", "validation", "test")}
+    broken = [split for split, score in scores.items() if not math.isfinite(score["nll_nats"])]
+    if broken:
+        raise TrainingError(f"the best model's NLL on the {' and '.join(broken)} data is not "
+                            f"finite; check those data for NaN or Inf values")
+    metrics = {
+        "flow": config.flow, "dataset": config.dataset,
+        "event_shape": list(image_shape or splits.event_shape), "num_levels": splits.num_levels,
+        **scores,
+        "train_evaluation": "the best weights over one pass of the training split, with "
+                            "fresh dequantization noise as in training",
+        "epochs": len(state["history"]), "epochs_requested": config.epochs,
+        "resumed_from_epoch": initial_epoch if resumed else None,
+        "best_epoch": state["best_epoch"], "stopped_early": state["stopped_early"],
+        "examples_per_second": throughput.examples_per_second,
+        "train_time_s": train_seconds, "wall_time_s": None,
+        "num_parameters": int(sum(math.prod(v.shape) for v in model.trainable_variables)),
+        "strategy": config.strategy, "num_replicas": strategy.num_replicas_in_sync,
+        "machine": _machine(),
+    }
+    written = ["config.json", "model.keras", "backup/", "logs/"]
+    if chief:
+        written += ["metrics.json", "training_curve.png"]
+        _training_curve(state["history"], state["best_epoch"],
+                        os.path.join(out, "training_curve.png"))
+        if image_shape is not None:
+            _sample_grid(model, image_shape, splits.num_levels, config.temperatures, config.seed,
+                         os.path.join(out, "samples.png"))
+            written.append("samples.png")
+        elif splits.event_shape == (2,):
+            data = np.concatenate(list(splits.test.as_numpy_iterator()))[:_DENSITY_SAMPLES]
+            _density_figure(model, data, config.seed, os.path.join(out, "density.png"))
+            written.append("density.png")
+        metrics["wall_time_s"] = time.perf_counter() - start
+        _write_json_atomically(os.path.join(out, "metrics.json"), metrics)
+        print(f"test: {metrics['test']['nll_nats']:.4f} nats, "
+              f"{metrics['test']['bits_per_dim']:.4f} bits/dim (best epoch "
+              f"{state['best_epoch']} of {len(state['history'])}); "
+              f"{metrics['wall_time_s']:.0f} s")
+        print(f"outputs in {out}: {', '.join(written)} "
+              f"(tensorboard --logdir {os.path.join(out, 'logs')})")
+    return metrics
+
+
+# ------------------------------------------------------------------------------ command line
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the command-line flags (done by `main`, so importing this module defines none)."""
+    d = TrainConfig()
+    flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(FLOWS)}.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("dataset", d.dataset,
+                        f"{', '.join(datasets.TOY_DATASETS)}, digits, a directory of IDX files, "
+                        f"an .npz file, or a TFDS image dataset name.", flag_values=flag_values)
+    flags.DEFINE_string("output_dir", d.output_dir,
+                        "Run directory (default runs/<flow>_<dataset>); rerun to resume.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("data_dir", d.data_dir, "TFDS data directory.", flag_values=flag_values)
+    flags.DEFINE_integer("epochs", d.epochs, "Epochs to train.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", d.batch_size, "Global batch size.",
+                         flag_values=flag_values)
+    flags.DEFINE_float("learning_rate", d.learning_rate, "Adam learning rate.",
+                       flag_values=flag_values)
+    flags.DEFINE_integer("seed", d.seed, "Seed for data, initialisation and samples.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("num_examples", d.num_examples,
+                         "Keep at most this many examples (train + test).",
+                         flag_values=flag_values)
+    sizes = {"levels": "Scales (realnvp, glow on images).",
+             "depth": "Steps per level (glow).",
+             "hidden": "Hidden units or channels of the conditioner networks.",
+             "num_couplings": "Coupling layers (nice; realnvp on vectors).",
+             "num_layers": "Autoregressive layers (maf, iaf).",
+             "num_hidden": "Hidden layers per conditioner (nice, realnvp, maf, iaf)."}
+    for name, help_text in sizes.items():
+        flags.DEFINE_integer(name, None, help_text + " Default: the family's.",
+                             flag_values=flag_values)
+    flags.DEFINE_integer("patience", d.patience,
+                         "Stop after this many epochs without a better validation bits/dim "
+                         "(0: never); the best weights are kept.", flag_values=flag_values)
+    flags.DEFINE_enum("strategy", d.strategy, STRATEGIES,
+                      "default; mirrored (all local GPUs, else CPUs); multi_worker (TF_CONFIG).",
+                      flag_values=flag_values)
+    flags.DEFINE_boolean("jit_compile", d.jit_compile, "Compile the training step with XLA.",
+                         flag_values=flag_values)
+    flags.DEFINE_list("temperatures", [f"{t:g}" for t in d.temperatures],
+                      "Sampling temperatures of the image sample grid.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("checkpoint_steps", d.checkpoint_steps,
+                         "Also save the training state every this many steps (0: epoch ends "
+                         "only).", flag_values=flag_values)
+
+
+def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:
+    """The `TrainConfig` of parsed flags."""
+    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(TrainConfig)
+              if f.name in flag_values}
+    try:
+        values["temperatures"] = tuple(float(t) for t in values["temperatures"])
+    except ValueError:
+        raise ConfigError(f"--temperatures must be numbers, got "
+                          f"{','.join(values['temperatures'])}") from None
+    return TrainConfig(**values)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        run(config_from_flags())
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingError as error:
+        # Ends the progress bar's unfinished line, so the message stands on its own.
+        print(flush=True)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
