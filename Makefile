@@ -24,6 +24,18 @@ test: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
 	$(PY) -m pytest -q
 
+# Every experiment of experiments/, about 20 minutes on 2 CPU cores; Fashion-MNIST comes from
+# Debian's dataset-fashion-mnist (installed here when missing; needs root and apt).
+experiments: $(STAMP)
+	test -d /usr/share/datasets/fashion-mnist || \
+		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
+	$(PY) experiments/toy_2d.py
+	$(PY) experiments/fashion_mnist_nice_realnvp.py
+	$(PY) experiments/glow_images.py
+	$(PY) experiments/attribute_manipulation.py
+	$(PY) experiments/maf_vs_iaf.py
+	$(PY) experiments/serving_example.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
 
