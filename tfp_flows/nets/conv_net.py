@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import keras
 
+from tfp_flows.nets.stack import ZeroInitStack
+
 __all__ = ["ConvNet"]
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
-class ConvNet(keras.layers.Layer):
+class ConvNet(ZeroInitStack):
     """Conv3x3 -> ReLU -> Conv1x1 -> ReLU -> ... -> zero-initialised Conv3x3.
 
     The conditioner of Glow's affine coupling (section 3.3) with `num_hidden=2`, and its
@@ -36,18 +38,6 @@ class ConvNet(keras.layers.Layer):
         ]
         self.out = keras.layers.Conv2D(output_channels, 3, padding="same",
                                        kernel_initializer="zeros", name="zero_conv")
-
-    def build(self, input_shape):
-        # Without this, Keras' `build`/`build_from_config` marks the layer built with no weights.
-        for layer in self.hidden:
-            layer.build(input_shape)
-            input_shape = layer.compute_output_shape(input_shape)
-        self.out.build(input_shape)
-
-    def call(self, x):
-        for layer in self.hidden:
-            x = layer(x)
-        return self.out(x)
 
     def get_config(self):
         return {**super().get_config(), "output_channels": self.output_channels,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import keras
 
+from tfp_flows.nets.stack import ZeroInitStack
+
 __all__ = ["MLP"]
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
-class MLP(keras.layers.Layer):
+class MLP(ZeroInitStack):
     """Dense -> activation -> ... -> zero-initialised Dense.
 
     The conditioner of NICE's and RealNVP's couplings on vectors. The zero-initialised last
@@ -30,18 +32,6 @@ class MLP(keras.layers.Layer):
         self.hidden = [keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")
                        for i, units in enumerate(self.hidden_units)]
         self.out = keras.layers.Dense(output_dim, kernel_initializer="zeros", name="zero_dense")
-
-    def build(self, input_shape):
-        # Without this, Keras' `build`/`build_from_config` marks the layer built with no weights.
-        for layer in self.hidden:
-            layer.build(input_shape)
-            input_shape = layer.compute_output_shape(input_shape)
-        self.out.build(input_shape)
-
-    def call(self, x):
-        for layer in self.hidden:
-            x = layer(x)
-        return self.out(x)
 
     def get_config(self):
         return {**super().get_config(), "output_dim": self.output_dim,
