@@ -202,12 +202,18 @@ class FlowModel(keras.Model):
     def predict_step(self, data):
         return self.log_prob(_unpack_x(data))
 
-    def compile(self, optimizer="adam", loss=None, **kwargs):
-        """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken."""
+    def compile(self, optimizer="adam", loss=None, jit_compile=False, **kwargs):
+        """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken.
+
+        `jit_compile` defaults to False rather than Keras' "auto" (XLA whenever a GPU is
+        present): XLA drops `tf.debugging.Assert`, and with it the guards that stop `fit`
+        before a NaN or Inf reaches the weights. On CPU XLA was slower for every flow
+        (benchmarks/). Pass `jit_compile=True` to trade the guards for XLA.
+        """
         if loss is not None:
             raise ValueError("FlowModel trains on its own negative log-likelihood; "
                              f"compile takes no `loss` argument, got loss={loss!r}.")
-        super().compile(optimizer=optimizer, **kwargs)
+        super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):
         # Keras skips compiling on load when `compile` is overridden; ours only adds a check.
