@@ -33,6 +33,13 @@ def lu_factors(weight: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def _mix_channels(x: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    """y[..., d] = sum_c weight[d, c] x[..., c]."""
+    # One flat matmul: on CPU (oneDNN) tf.einsum with an ellipsis ran this 10-30x slower,
+    # forward and backward, and was the largest non-network cost of a Glow training step.
+    return tf.tensordot(x, weight, axes=[[-1], [1]])
+
+
 class InvertibleConv1x1(tfb.Bijector):
     """A learned channel mixing, the same C x C matrix W applied at every position.
 
@@ -122,10 +129,10 @@ class InvertibleConv1x1(tfb.Bijector):
         return tf.reduce_sum(tf.cast(self._lu[3], dtype))
 
     def _forward(self, z):
-        return tf.einsum("...c,dc->...d", z, self.weight(z.dtype))
+        return _mix_channels(z, self.weight(z.dtype))
 
     def _inverse(self, x):
-        return tf.einsum("...c,dc->...d", x, self._inverse_weight(x.dtype))
+        return _mix_channels(x, self._inverse_weight(x.dtype))
 
     def _forward_log_det_jacobian(self, z):
         positions = tf.shape(z)[tf.rank(z) - self._event_ndims:-1]
