@@ -346,9 +346,16 @@ class MAF(Flow):
 
     def _flow_bijector(self):
         def shift_and_log_scale(made):
+            # tfb.MaskedAutoregressiveFlow calls this on the same tensor for the inverse and
+            # again for its log-det; keeping the last result runs MADE once per log_prob. It
+            # lives as long as the bijector, like TFP's own cache.
+            last = {}
+
             def fn(x):
-                params = keras.ops.cast(made(x), x.dtype)
-                return params[..., 0], params[..., 1]
+                if last.get("x") is not x:
+                    params = keras.ops.cast(made(x), x.dtype)
+                    last.update(x=x, params=(params[..., 0], params[..., 1]))
+                return last["params"]
             return fn
 
         return self._chain([
