@@ -1,0 +1,595 @@
+"""Side-by-side benchmark of tfp_flows against TFP's built-in Glow, RealNVP and MAF.
+
+Run from the repository root:
+
+    python -m benchmarks.bench                    # default sizes, a few minutes on 2 CPU cores
+    python -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-depth 8 --glow-hidden 256
+    python -m benchmarks.bench --jit              # every step function with jit_compile=True
+
+For each family it builds our model and TFP's at the same architecture (parameter counts are
+printed and must agree within 10%), trains both on the same batches in one process with the
+same loop, a `tf.function` step of GradientTape + Keras Adam, and reports as ratios ours/TFP:
+
+- training examples/s: median over rounds; the two models (and the cost floors below) take
+  turns round by round, so background load on a shared machine hits all of them alike;
+- sampling examples/s (a batch of samples drawn in a `tf.function`);
+- NLL on held-out data after the same number of steps;
+- peak memory of a training step: the peak of TF's allocator statistics
+  (`tf.config.experimental.get_memory_info`, which TF keeps for the CPU allocator too) over
+  one step, above what was allocated before it: activations kept for the backward pass,
+  gradients and temporaries, not the weights;
+- flow overhead: the training step's time over the time of a step of the same conditioner
+  networks alone (forward, backward and Adam on their weights, inputs of the shapes they see
+  in the flow): the cost floor of any flow built on those networks.
+
+It also times our model through `FlowModel.fit` on the library's own `tf.data` pipeline and the
+pipeline alone, to show whether input is ever the bottleneck. Results go to
+benchmarks/results/<date>-<device>.json and a markdown table is printed.
+
+The data are synthetic and generated here, so the benchmark needs no download: images of soft
+coloured blobs (uint8, dequantized by `tfp_flows.datasets`) and vectors from a 16-dimensional
+Gaussian mixture passed through a fixed nonlinear map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
+from tensorflow_probability import bijectors as tfb  # noqa: E402
+from tensorflow_probability import distributions as tfd  # noqa: E402
+
+import tfp_flows  # noqa: E402
+from tfp_flows import datasets  # noqa: E402
+
+FLOWS = ("glow", "realnvp", "maf")
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+@dataclasses.dataclass
+class Contender:
+    """One side of a comparison: a density with its parameters and conditioner networks.
+
+    Attributes:
+        log_prob: x -> log p(x), one value per example.
+        variables: the trainable variables the step updates.
+        sample: n -> n samples.
+        conditioners: (network, input shape without batch) for every conditioner network.
+        init: runs data-dependent initialisation (ActNorm) on a batch.
+        model: our FlowModel, for the `fit` timings (None for TFP's side).
+    """
+
+    log_prob: Callable[[tf.Tensor], tf.Tensor]
+    variables: list
+    sample: Callable[[int], tf.Tensor]
+    conditioners: list[tuple[Callable, tuple[int, ...]]]
+    init: Callable[[tf.Tensor], None]
+    model: tfp_flows.FlowModel | None = None
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.variables))
+
+
+# ---------------------------------------------------------------------------------- data
+
+def _blob_images(n: int, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """uint8 images of 1-3 soft blobs of random colour on a random flat background."""
+    height, width, channels = shape
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    images = np.empty((n, height, width, channels), np.float32)
+    images[:] = rng.uniform(0, 80, (n, 1, 1, channels))
+    for _ in range(3):
+        present = rng.uniform(size=(n, 1, 1, 1)) < 0.8
+        centre = rng.uniform(0, 1, (n, 2)) * [height, width]
+        radius = rng.uniform(0.1, 0.35, (n, 1, 1)) * height
+        dist2 = ((rows - centre[:, :1, None]) ** 2 + (cols - centre[:, 1:, None]) ** 2)
+        blob = np.exp(-dist2 / (2 * radius ** 2))[..., None]
+        images += present * blob * rng.uniform(40, 175, (n, 1, 1, channels))
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def _mixture_vectors(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """Standardised samples of a Gaussian mixture bent by a fixed smooth map."""
+    params = np.random.default_rng(1234)
+    means = params.normal(0, 2.0, (8, dim))
+    mixing = params.normal(0, 1.0 / np.sqrt(dim), (dim, dim))
+    z = means[rng.integers(0, 8, n)] + rng.normal(0, 0.5, (n, dim))
+    x = z + np.sin(z @ mixing)
+    return ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+
+
+def make_data(flow: str, cfg: argparse.Namespace, directory: str) -> datasets.Splits:
+    """The library's train/validation/test pipelines over synthetic data for `flow`."""
+    rng = np.random.default_rng(0)
+    num = cfg.examples
+    if flow == "glow":
+        x = _blob_images(num + cfg.eval_examples, cfg.glow_shape, rng)
+        batch = cfg.glow_batch
+    else:
+        x = _mixture_vectors(num + cfg.eval_examples, cfg.dim, rng)
+        batch = cfg.vector_batch
+    path = os.path.join(directory, f"{flow}.npz")
+    np.savez(path, x_train=x[:num], x_test=x[num:])
+    return datasets.load(path, batch_size=batch, seed=0)
+
+
+# ------------------------------------------------------------------------------ builders
+
+def _glow_level_channels(cfg) -> list[tuple[int, int, int]]:
+    """(height, width, channels) after each level's squeeze."""
+    height, width, channels = cfg.glow_shape
+    shapes = []
+    for _ in range(cfg.glow_levels):
+        height, width, channels = height // 2, width // 2, channels * 4
+        shapes.append((height, width, channels))
+        channels //= 2
+    return shapes
+
+
+def build_glow(cfg) -> tuple[Contender, Contender]:
+    shape, levels, depth, hidden = cfg.glow_shape, cfg.glow_levels, cfg.glow_depth, cfg.glow_hidden
+    keras.utils.set_random_seed(0)
+    model = tfp_flows.glow(shape, levels=levels, depth=depth, hidden=hidden, num_levels=256)
+    level_shapes = _glow_level_channels(cfg)
+    ours_nets = []
+    for level, (h, w, c) in enumerate(level_shapes):
+        ours_nets += [(net, (h, w, c // 2))
+                      for net in model.flow.nets[level * depth:(level + 1) * depth]]
+        if level < levels - 1:
+            ours_nets.append((model.flow.priors[level], (h, w, c // 2)))
+    ours = Contender(model.log_prob, model.trainable_variables,
+                     lambda n: model.sample(n, seed=1), ours_nets,
+                     lambda x: model.initialize_from_data(x.numpy()), model)
+
+    def coupling_net(input_shape):
+        return tfb.GlowDefaultNetwork(input_shape, num_hidden=hidden)
+
+    glow = tfb.Glow(output_shape=shape, num_glow_blocks=levels, num_steps_per_block=depth,
+                    coupling_bijector_fn=coupling_net,
+                    exit_bijector_fn=tfb.GlowDefaultExitNetwork, seed=0)
+    # The same pixel scaling as ours (x / 256 - 1/2), so both NLLs are in pixel space.
+    bijector = tfb.Chain([tfb.Scale(256.0), tfb.Shift(0.5), glow])
+    theirs_dist = tfd.TransformedDistribution(
+        tfd.Sample(tfd.Normal(0.0, 1.0), [int(np.prod(shape))]), bijector)
+    # TFP's networks are tf_keras models built on an Input of the shape they see.
+    theirs_nets = [(net, tuple(net.input_shape[1:])) for net in _tfp_glow_networks(glow)]
+
+    def theirs_init(x):
+        # TFP's ActNorm initialises itself from the first batch it sees, in a tf.cond.
+        theirs_dist.log_prob(x)
+
+    # TFP's Glow is a tf.Module that tracks the variables of its tf_keras networks itself.
+    theirs = Contender(theirs_dist.log_prob, list(glow.trainable_variables),
+                       lambda n: theirs_dist.sample(n, seed=1), theirs_nets, theirs_init)
+    return ours, theirs
+
+
+def _tfp_glow_networks(glow: tfb.Glow) -> list:
+    """The coupling and exit networks of TFP's Glow (tf_keras models it holds as submodules)."""
+    kinds = (tfb.GlowDefaultNetwork, tfb.GlowDefaultExitNetwork)
+    return list({id(m): m for m in glow.submodules if isinstance(m, kinds)}.values())
+
+
+def build_realnvp(cfg) -> tuple[Contender, Contender]:
+    dim, couplings, hidden = cfg.dim, cfg.couplings, cfg.vector_hidden
+    keras.utils.set_random_seed(0)
+    model = tfp_flows.realnvp((dim,), num_couplings=couplings, hidden=hidden, num_hidden=2)
+    ours_nets = [(net, (dim // 2 if i % 2 == 0 else dim - dim // 2,))
+                 for i, net in enumerate(model.flow.nets)]
+    ours = Contender(model.log_prob, model.trainable_variables,
+                     lambda n: model.sample(n, seed=1), ours_nets, lambda x: None, model)
+
+    templates, layers = [], []
+    for i in range(couplings):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            template = tfb.real_nvp_default_template(hidden_layers=[hidden, hidden],
+                                                     name=f"real_nvp_template_{i}")
+        templates.append(template)
+        layers.append(tfb.RealNVP(num_masked=dim // 2, shift_and_log_scale_fn=template))
+        if i < couplings - 1:
+            layers.append(tfb.Permute(list(reversed(range(dim)))))
+    theirs_dist = tfd.TransformedDistribution(
+        tfd.Sample(tfd.Normal(0.0, 1.0), [dim]), tfb.Chain(layers))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs_dist.log_prob(tf.zeros([1, dim]))  # creates the templates' variables
+
+    def template_net(template):
+        return lambda x: tf.concat(template(x, dim - dim // 2), axis=-1)
+
+    theirs_nets = [(template_net(t), (dim // 2,)) for t in templates]
+    variables = [v for t in templates for v in t.trainable_variables]
+    theirs = Contender(theirs_dist.log_prob, variables, lambda n: theirs_dist.sample(n, seed=1),
+                       theirs_nets, lambda x: None)
+    return ours, theirs
+
+
+def build_maf(cfg) -> tuple[Contender, Contender]:
+    dim, num_layers, hidden = cfg.dim, cfg.maf_layers, cfg.vector_hidden
+    keras.utils.set_random_seed(0)
+    model = tfp_flows.maf((dim,), num_layers=num_layers, hidden=hidden, num_hidden=2)
+    ours = Contender(model.log_prob, model.trainable_variables,
+                     lambda n: model.sample(n, seed=1), [(m, (dim,)) for m in model.flow.mades],
+                     lambda x: None, model)
+    mades, layers = [], []
+    for i in range(num_layers):
+        made = tfb.AutoregressiveNetwork(params=2, event_shape=[dim],
+                                         hidden_units=[hidden, hidden], activation="relu")
+        mades.append(made)
+        layers.append(tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made))
+        if i < num_layers - 1:
+            layers.append(tfb.Permute(list(reversed(range(dim)))))
+    theirs_dist = tfd.TransformedDistribution(
+        tfd.Sample(tfd.Normal(0.0, 1.0), [dim]), tfb.Chain(layers))
+    theirs_dist.log_prob(tf.zeros([1, dim]))
+    theirs = Contender(theirs_dist.log_prob, [v for m in mades for v in m.trainable_variables],
+                       lambda n: theirs_dist.sample(n, seed=1), [(m, (dim,)) for m in mades],
+                       lambda x: None)
+    return ours, theirs
+
+
+BUILDERS = {"glow": build_glow, "realnvp": build_realnvp, "maf": build_maf}
+
+
+def build(flow: str, cfg, first_batch: tf.Tensor) -> tuple[Contender, Contender]:
+    ours, theirs = BUILDERS[flow](cfg)
+    for contender in (ours, theirs):
+        contender.init(first_batch)
+    return ours, theirs
+
+
+# ------------------------------------------------------------------------------- steps
+
+def train_step_fn(log_prob, variables, jit: bool, learning_rate: float):
+    """The compiled training step shared by both sides: NLL, GradientTape, Keras Adam."""
+    optimizer = keras.optimizers.Adam(learning_rate)
+    # Building the slots eagerly keeps variable creation out of the trace (one trace, not two).
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(log_prob(x))
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def floor_step_fn(conditioners, batch: int, jit: bool):
+    """A training step of the conditioner networks alone, on inputs of the shapes they see.
+
+    The networks run one after the other, each input depending on the previous output, as in
+    a flow: independent networks would run concurrently and contend for the cores, which
+    made this floor slower than the whole flow on 2 cores. The networks are the flow's own,
+    so Adam runs with a zero learning rate: the same work as a real update, and the flow's
+    weights stay as its training left them.
+    """
+    rng = np.random.default_rng(0)
+    inputs = [tf.constant(rng.normal(size=(batch, *shape)).astype(np.float32))
+              for _, shape in conditioners]
+    nets = [net for net, _ in conditioners]
+    with tf.GradientTape() as tape:  # one eager call finds the variables the networks read
+        for net, x in zip(nets, inputs, strict=True):
+            net(x)
+    variables = list({id(v): v for v in tape.watched_variables()}.values())
+    optimizer = keras.optimizers.Adam(0.0)
+    optimizer.build(variables)
+    # A zero that grappler cannot fold away: it carries the dependency, not a value.
+    link = tf.Variable(0.0, trainable=False)
+
+    @tf.function(jit_compile=jit)
+    def step():
+        with tf.GradientTape() as tape:
+            # In a flow the gradient also flows through each network's input.
+            tape.watch(inputs)
+            loss, carry = 0.0, 0.0
+            for net, x in zip(nets, inputs, strict=True):
+                out = tf.reduce_mean(net(x + link * carry))
+                loss, carry = loss + out, out
+        gradients = tape.gradient(loss, [*variables, *inputs])
+        if any(g is None for g in gradients):
+            raise RuntimeError("the cost floor must differentiate every network weight and input")
+        optimizer.apply(gradients[:len(variables)], variables)
+        return loss + tf.add_n([tf.reduce_sum(g) for g in gradients[len(variables):]])
+
+    return step
+
+
+def sample_fn(sample, n: int, jit: bool):
+    return tf.function(lambda: sample(n), jit_compile=jit)
+
+
+def evaluate_nll(log_prob, batches: list[tf.Tensor], jit: bool) -> float:
+    fn = tf.function(lambda x: -tf.reduce_mean(log_prob(x)), jit_compile=jit)
+    return float(np.mean([fn(x).numpy() for x in batches]))
+
+
+# -------------------------------------------------------------------------------- memory
+
+def step_peak_mib(step, x: tf.Tensor, device: str) -> float:
+    """Peak bytes a training step allocates above what is live before it, from TF's allocator.
+
+    TF keeps statistics of its CPU (and GPU) allocator: every tensor a step allocates, the
+    activations kept for the backward pass included, is counted until it is freed.
+    """
+    tf.config.experimental.reset_memory_stats(device)
+    before = tf.config.experimental.get_memory_info(device)["current"]
+    step(x).numpy()
+    return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
+
+
+# ------------------------------------------------------------------------------- compare
+
+def pipeline_rate(dataset: tf.data.Dataset, batches: int, batch: int) -> float:
+    iterator = iter(dataset.repeat())
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch / (time.perf_counter() - start)
+
+
+def fit_rates(model, pipeline: tf.data.Dataset, batches: list[tf.Tensor], cfg) -> dict:
+    """Examples/s of `FlowModel.fit` reading the library's pipeline, and reading the same
+    batches from memory; medians over rounds of one epoch each, taken in turns."""
+    epoch_times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            epoch_times.append(time.perf_counter() - self.start)
+
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit,
+                  steps_per_execution=cfg.steps_per_execution)
+    in_memory = tf.data.Dataset.from_tensor_slices(tf.concat(batches, 0)).batch(
+        int(batches[0].shape[0])).cache().repeat()
+    sources = {"pipeline": pipeline.repeat(), "in_memory": in_memory}
+    steps = len(batches)
+    times = collections.defaultdict(list)
+    for round_ in range(4):
+        for name, dataset in sources.items():
+            model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
+                      callbacks=[Timer()])
+            if round_ > 0:  # the first round traces
+                times[name].append(epoch_times[-1])
+    examples = steps * int(batches[0].shape[0])
+    return {name: examples / float(np.median(t)) for name, t in times.items()}
+
+
+def compare(flow: str, cfg) -> dict:
+    """Trains ours and TFP's `flow` side by side on the same batches; returns the numbers."""
+    batch = cfg.glow_batch if flow == "glow" else cfg.vector_batch
+    with tempfile.TemporaryDirectory() as directory:
+        splits = make_data(flow, cfg, directory)
+        # Materialised up front: the step comparison times the steps, not the input.
+        train = list(splits.train.repeat().take(cfg.warmup + cfg.rounds * cfg.chunk))
+        test = list(splits.test)
+    ours, theirs = build(flow, cfg, train[0])
+    sides = {"ours": ours, "theirs": theirs}
+    result = {"batch": batch, "steps": len(train),
+              "params": {key: side.num_params for key, side in sides.items()}}
+    print(f"[{flow}] parameters: ours {ours.num_params:,}  TFP {theirs.num_params:,}", flush=True)
+    if abs(ours.num_params / theirs.num_params - 1) > 0.10:
+        raise RuntimeError(f"{flow}: parameter counts differ by more than 10%: {result['params']}")
+
+    steps = {k: train_step_fn(c.log_prob, c.variables, cfg.jit, cfg.learning_rate)
+             for k, c in sides.items()}
+    floors = {k: floor_step_fn(c.conditioners, batch, cfg.jit) for k, c in sides.items()}
+    samplers = {k: sample_fn(c.sample, batch, cfg.jit) for k, c in sides.items()}
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    for key in sides:
+        start = time.perf_counter()
+        steps[key](train[0]).numpy()
+        result[f"first_step_s_{key}"] = time.perf_counter() - start
+        floors[key]().numpy()
+        samplers[key]().numpy()
+    memory = collections.defaultdict(list)
+    for x in train[1:cfg.warmup]:
+        for key in sides:
+            memory[key].append(step_peak_mib(steps[key], x, device))
+            floors[key]().numpy()
+    for key in sides:
+        # The peak depends a little on the order the executor runs ops in; keep the worst.
+        result[f"step_mem_mib_{key}"] = max(memory[key])
+
+    times = collections.defaultdict(list)
+    for round_ in range(cfg.rounds):
+        chunk = train[cfg.warmup + round_ * cfg.chunk:][:cfg.chunk]
+        for key in sides:
+            for kind, run in (("step", steps[key]), ("floor", floors[key])):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                for x in chunk:
+                    loss = run(x) if kind == "step" else run()
+                loss.numpy()
+                times[f"{kind}_{key}"].append((time.perf_counter() - start) / len(chunk))
+                times[f"{kind}_cpu_{key}"].append((time.process_time() - cpu_start) / len(chunk))
+            for _ in range(3):
+                start = time.perf_counter()
+                samplers[key]().numpy()
+                times[f"sample_{key}"].append(time.perf_counter() - start)
+
+    for key in sides:
+        step_s, floor_s = (np.array(times[f"{k}_{key}"]) for k in ("step", "floor"))
+        result[f"train_ex_s_{key}"] = batch / float(np.median(step_s))
+        result[f"train_cpu_ms_{key}"] = 1e3 * float(np.median(times[f"step_cpu_{key}"]))
+        result[f"floor_ex_s_{key}"] = batch / float(np.median(floor_s))
+        result[f"overhead_{key}"] = float(np.median(step_s / floor_s))
+        result[f"sample_ex_s_{key}"] = batch / float(np.median(times[f"sample_{key}"]))
+        result[f"nll_{key}"] = evaluate_nll(sides[key].log_prob, test, cfg.jit)
+        if flow == "glow":  # bits/dim in 8-bit space: the NLL is that of dequantized pixels
+            result[f"bpd_{key}"] = result[f"nll_{key}"] / (int(np.prod(cfg.glow_shape))
+                                                           * np.log(2.0))
+    # Speed ratios are medians of per-round ratios: the two sides ran seconds apart, so a
+    # burst of load from other processes mostly cancels out.
+    def per_round(kind):
+        return np.array(times[f"{kind}_theirs"]) / np.array(times[f"{kind}_ours"])
+
+    result["train_ex_s_ratio"] = float(np.median(per_round("step")))
+    # CPU seconds of this process per step: the work a step costs, whatever else runs.
+    result["train_cpu_ratio"] = float(np.median(per_round("step_cpu")))
+    result["overhead_cpu_ours"] = float(np.median(
+        np.array(times["step_cpu_ours"]) / np.array(times["floor_cpu_ours"])))
+    result["overhead_cpu_theirs"] = float(np.median(
+        np.array(times["step_cpu_theirs"]) / np.array(times["floor_cpu_theirs"])))
+    result["sample_ex_s_ratio"] = float(np.median(per_round("sample")))
+    result["overhead_ratio"] = float(np.median(per_round("floor") / per_round("step")))
+    for name in ("nll", "step_mem_mib"):
+        result[f"{name}_ratio"] = result[f"{name}_ours"] / result[f"{name}_theirs"]
+
+    result["pipeline_ex_s"] = pipeline_rate(splits.train, 4 * cfg.chunk, batch)
+    fit = fit_rates(ours.model, splits.train, train[:2 * cfg.chunk], cfg)
+    result["fit_ex_s_ours"], result["fit_in_memory_ex_s_ours"] = fit["pipeline"], fit["in_memory"]
+    result["pipeline_headroom"] = result["pipeline_ex_s"] / result["fit_ex_s_ours"]
+    print(f"[{flow}] tf.data pipeline alone {result['pipeline_ex_s']:,.0f} ex/s, "
+          f"{result['pipeline_headroom']:.0f}x what training consumes; fit reads "
+          f"{fit['pipeline']:,.0f} ex/s from it, {fit['in_memory']:,.0f} ex/s from memory",
+          flush=True)
+    return result
+
+
+# -------------------------------------------------------------------------------- report
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "tensorflow_probability": tfp.__version__,
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def _size(flow: str, cfg) -> str:
+    if flow == "glow":
+        h, w, c = cfg.glow_shape
+        return (f"{h}x{w}x{c}, L={cfg.glow_levels} K={cfg.glow_depth} "
+                f"hidden={cfg.glow_hidden}, batch {cfg.glow_batch}")
+    layers = cfg.couplings if flow == "realnvp" else cfg.maf_layers
+    return (f"D={cfg.dim}, {layers} layers, 2x{cfg.vector_hidden}, "
+            f"batch {cfg.vector_batch}")
+
+
+def table(results: dict, cfg, info: dict, date: str) -> str:
+    def pair(r, name, fmt):
+        return (f"{fmt.format(r[name + '_ours'])} / {fmt.format(r[name + '_theirs'])} "
+                f"(**{r[name + '_ratio']:.2f}x**)")
+
+    device = ", ".join(info["gpus"]) or f"CPU {info['cpu']}, {info['cores']} cores"
+    lines = [
+        f"Machine: {device}; TF {info['tensorflow']}, Keras {info['keras']}, "
+        f"TFP {info['tensorflow_probability']}. Date: {date}. "
+        f"jit_compile={cfg.jit}.",
+        "",
+        "Each cell: ours / TFP (ratio ours/TFP).",
+        "",
+        "| flow | size | params | train ex/s | sample ex/s | NLL nats (test) | "
+        "step peak MiB | flow overhead | ours fit ex/s: tf.data / memory | tf.data alone ex/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for flow, r in results.items():
+        params = f"{r['params']['ours']:,} / {r['params']['theirs']:,}"
+        nll = pair(r, "nll", "{:.2f}")
+        if "bpd_ours" in r:
+            nll += f"; bpd {r['bpd_ours']:.3f} / {r['bpd_theirs']:.3f}"
+        lines.append(
+            f"| {flow} | {_size(flow, cfg)} | {params} | {pair(r, 'train_ex_s', '{:.0f}')} | "
+            f"{pair(r, 'sample_ex_s', '{:.0f}')} | {nll} | {pair(r, 'step_mem_mib', '{:.1f}')} "
+            f"| {pair(r, 'overhead', '{:.2f}')} | {r['fit_ex_s_ours']:.0f} / "
+            f"{r['fit_in_memory_ex_s_ours']:.0f} | {r['pipeline_ex_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in text.split(","))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--flows", default=",".join(FLOWS),
+                        help="comma-separated subset of glow,realnvp,maf")
+    parser.add_argument("--glow-shape", type=_shape, default=(16, 16, 3))
+    parser.add_argument("--glow-levels", type=int, default=2)
+    parser.add_argument("--glow-depth", type=int, default=4)
+    parser.add_argument("--glow-hidden", type=int, default=128)
+    parser.add_argument("--glow-batch", type=int, default=32)
+    parser.add_argument("--dim", type=int, default=16, help="vector flows: data dimension")
+    parser.add_argument("--couplings", type=int, default=6, help="RealNVP couplings")
+    parser.add_argument("--maf-layers", type=int, default=5)
+    parser.add_argument("--vector-hidden", type=int, default=256)
+    parser.add_argument("--vector-batch", type=int, default=256)
+    parser.add_argument("--examples", type=int, default=4096, help="training examples")
+    parser.add_argument("--eval-examples", type=int, default=512)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="steps before timing: one traces, the others measure memory")
+    parser.add_argument("--rounds", type=int, default=8, help="timed rounds per model")
+    parser.add_argument("--chunk", type=int, default=8, help="steps per timed round")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--jit", action="store_true", help="jit_compile=True for every step")
+    parser.add_argument("--steps-per-execution", type=int, default=1,
+                        help="for the fit timings (Keras' default is 1)")
+    parser.add_argument("--out", default=None, help="results JSON path")
+    cfg = parser.parse_args(argv)
+    cfg.flows = [f for f in cfg.flows.split(",") if f]
+    unknown = set(cfg.flows) - set(FLOWS)
+    if unknown:
+        parser.error(f"unknown flows {sorted(unknown)}; choose from {FLOWS}")
+    if cfg.warmup < 2 or cfg.rounds < 1 or cfg.chunk < 1:
+        parser.error("need --warmup >= 2 (the first step traces, the others measure memory) "
+                     "and --rounds, --chunk >= 1")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    # TFP's RealNVP template is TF1 code (tf1 layers) and says so on every trace.
+    warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow_probability")
+    warnings.filterwarnings("ignore", category=UserWarning, module="tf_keras")
+    tf.get_logger().setLevel("ERROR")
+    info = machine()
+    date = datetime.date.today().isoformat()
+    results = {}
+    for flow in cfg.flows:
+        start = time.perf_counter()
+        results[flow] = compare(flow, cfg)
+        print(f"[{flow}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    report = table(results, cfg, info, date)
+    print()
+    print(report)
+    device = "gpu" if info["gpus"] else "cpu"
+    out = cfg.out or os.path.join(RESULTS_DIR, f"{date}-{device}{'-jit' if cfg.jit else ''}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    config = {k: v for k, v in vars(cfg).items() if k != "out"}
+    with open(out, "w") as handle:
+        json.dump({"date": date, "machine": info, "config": config, "results": results,
+                   "table": report}, handle, indent=2, default=float)
+    print(f"\nwrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
