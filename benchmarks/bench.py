@@ -337,6 +337,32 @@ def step_peak_mib(step, x: tf.Tensor, device: str) -> float:
     return (tf.config.experimental.get_memory_info(device)["peak"] - before) / 2**20
 
 
+def reversible_memory(cfg) -> dict:
+    """Peak step memory of our Glow at two depths, with ordinary and reversible gradients.
+
+    Issue 5's target: with `reversible=True` the deep model's peak stays within 1.5x of the
+    shallow one's, because the backward pass rebuilds activations instead of storing them.
+    """
+    rng = np.random.default_rng(0)
+    pixels = _blob_images(cfg.glow_batch, cfg.glow_shape, rng)
+    x = tf.constant(pixels.astype(np.float32) + rng.uniform(size=pixels.shape).astype(np.float32))
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    peaks = {}
+    for reversible in (False, True):
+        for depth in cfg.reversible_depths:
+            keras.utils.set_random_seed(0)
+            model = tfp_flows.glow(cfg.glow_shape, levels=cfg.glow_levels, depth=depth,
+                                   hidden=cfg.glow_hidden, num_levels=256, reversible=reversible)
+            step = train_step_fn(model.log_prob, model.trainable_variables, cfg.jit, 1e-4)
+            step(x).numpy()  # the trace allocates too; measure the steady state
+            peaks[f"{'reversible' if reversible else 'plain'}_depth{depth}"] = max(
+                step_peak_mib(step, x, device) for _ in range(2))
+    shallow, deep = cfg.reversible_depths
+    ratios = {kind: peaks[f"{kind}_depth{deep}"] / peaks[f"{kind}_depth{shallow}"]
+              for kind in ("plain", "reversible")}
+    return {"peak_mib": peaks, "deep_over_shallow": ratios}
+
+
 # ------------------------------------------------------------------------------- compare
 
 def pipeline_rate(dataset: tf.data.Dataset, batches: int, batch: int) -> float:
@@ -552,6 +578,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jit", action="store_true", help="jit_compile=True for every step")
     parser.add_argument("--steps-per-execution", type=int, default=1,
                         help="for the fit timings (Keras' default is 1)")
+    parser.add_argument("--reversible-depths", type=_shape, default=(8, 32),
+                        help="two Glow depths for the reversible-gradient memory check")
     parser.add_argument("--out", default=None, help="results JSON path")
     cfg = parser.parse_args(argv)
     cfg.flows = [f for f in cfg.flows.split(",") if f]
@@ -578,6 +606,15 @@ def main(argv: list[str] | None = None) -> dict:
         results[flow] = compare(flow, cfg)
         print(f"[{flow}] done in {time.perf_counter() - start:.0f} s", flush=True)
     report = table(results, cfg, info, date)
+    if "glow" in cfg.flows:
+        results["reversible_memory"] = reversible_memory(cfg)
+        memory = results["reversible_memory"]
+        report += "\n\n| Glow step peak MiB | " + " | ".join(
+            f"depth {d}" for d in cfg.reversible_depths) + " | deep / shallow |\n|---|---|---|---|"
+        for kind in ("plain", "reversible"):
+            report += (f"\n| {kind} | " + " | ".join(
+                f"{memory['peak_mib'][f'{kind}_depth{d}']:.1f}" for d in cfg.reversible_depths)
+                + f" | {memory['deep_over_shallow'][kind]:.2f}x |")
     print()
     print(report)
     device = "gpu" if info["gpus"] else "cpu"

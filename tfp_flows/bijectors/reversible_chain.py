@@ -77,7 +77,10 @@ class ReversibleChain(OnePassBijector):
                     # Rebuild the layer's input from its output; a fresh tensor keeps TFP's
                     # cache from handing back the values of the forward computation.
                     rebuild = bijector.forward if inverse else bijector.inverse
-                    h_in = tf.stop_gradient(rebuild(tf.identity(out)))
+                    # Waiting for the previous layer's gradient keeps the graph executor from
+                    # running the rebuilds ahead and holding every layer's activations at once.
+                    with tf.control_dependencies([grad_out]):
+                        h_in = tf.stop_gradient(rebuild(tf.identity(out)))
                     with tf.GradientTape() as tape:
                         tape.watch(h_in)
                         recomputed, log_det = self._layer(bijector, tf.identity(h_in), inverse,
