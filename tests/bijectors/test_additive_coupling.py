@@ -37,15 +37,6 @@ def test_round_trips_and_log_dets(mask, batch_shape, event_shape, parity, dtype,
         0.0)
 
 
-@pytest.mark.parametrize("parity", [0, 1])
-@pytest.mark.parametrize(("mask", "batch_shape", "event_shape"), CASES, ids=CASE_IDS)
-def test_conditioning_part_passes_through(mask, batch_shape, event_shape, parity, checks):
-    conditioner = checks.coupling_conditioner(mask, parity, event_shape, 1, tf.float32, seed=4)
-    checks.conditioning_part_unchanged(_coupling(conditioner, mask, parity, event_shape),
-                                       _data(batch_shape + event_shape, 5, tf.float32),
-                                       mask, parity)
-
-
 def test_shift_is_the_conditioner_output():
     conditioner = lambda a: tf.concat([a * 2.0, a[..., :1] + 1.0], axis=-1)  # noqa: E731
     bijector = AdditiveCoupling(conditioner, mask="channel", parity=0)

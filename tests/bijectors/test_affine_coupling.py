@@ -44,15 +44,6 @@ def test_round_trips_and_log_dets_of_other_scale_fns(scale_fn, dtype, tol, check
     _check_properties("channel", (3,), (2, 2, 3), 1, scale_fn, dtype, tol, checks)
 
 
-@pytest.mark.parametrize("parity", [0, 1])
-@pytest.mark.parametrize(("mask", "batch_shape", "event_shape"), CASES, ids=CASE_IDS)
-def test_conditioning_part_passes_through(mask, batch_shape, event_shape, parity, checks):
-    conditioner = checks.coupling_conditioner(mask, parity, event_shape, 2, tf.float32, seed=4)
-    checks.conditioning_part_unchanged(_coupling(conditioner, mask, parity, event_shape),
-                                       _data(batch_shape + event_shape, 5, tf.float32),
-                                       mask, parity)
-
-
 @pytest.mark.parametrize(("scale_fn", "log_scale"), [
     ("sigmoid", lambda raw: np.log(1.0 / (1.0 + np.exp(-(raw + 2.0))))),
     ("tanh", np.tanh),

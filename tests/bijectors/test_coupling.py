@@ -15,6 +15,13 @@ COUPLINGS = {
 }
 
 
+CASES = [  # (mask, batch_shape, event_shape)
+    ("channel", (2, 3), (5,)),
+    ("channel", (3,), (2, 2, 3)),
+    ("checkerboard", (2,), (3, 4, 2)),
+]
+
+
 def _data(shape, seed):
     return tf.constant(np.random.default_rng(seed).normal(size=shape), tf.float32)
 
@@ -35,3 +42,16 @@ def test_keras_conditioner_eager_graph_and_xla(kind, mask, checks):
     checks.bijector_properties(bijector, z, x, 3, {"rtol": 1e-4, "atol": 1e-4})
     checks.same_eager_graph_xla(bijector, z, x, 3, {"rtol": 1e-5, "atol": 1e-5},
                                 xla=mask == xla_mask)
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+@pytest.mark.parametrize(("mask", "batch_shape", "event_shape"), CASES,
+                         ids=["channel-vector", "channel-image", "checkerboard"])
+@pytest.mark.parametrize("kind", sorted(COUPLINGS))
+def test_conditioning_part_passes_through(kind, mask, batch_shape, event_shape, parity, checks):
+    cls, params, _, _ = COUPLINGS[kind]
+    conditioner = checks.coupling_conditioner(mask, parity, event_shape, params, tf.float32,
+                                              seed=4)
+    bijector = cls(conditioner, mask=mask, parity=parity, event_ndims=len(event_shape))
+    checks.conditioning_part_unchanged(bijector, _data(batch_shape + event_shape, 5), mask,
+                                       parity)
