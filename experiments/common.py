@@ -100,7 +100,7 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, reshape=None) -> dict
     log_prob = model.predict(dataset, verbose=0)
     nll = -float(np.mean(log_prob))
     return {"nll_nats": round(nll, 3),
-            "bits_per_dim": round(nll / (model.event_size * math.log(2.0)), 4),
+            "bits_per_dim": round(float(model.bits_per_dim(-nll)), 4),
             "examples": len(log_prob), "eval_seconds": round(time.perf_counter() - start, 1)}
 
 

@@ -441,7 +441,7 @@ def _evaluator(model: FlowModel, strategy: tf.distribute.Strategy):
             total += float(batch_total)
             count += float(batch_count)
         nll = total / count
-        return {"nll_nats": nll, "bits_per_dim": nll / (model.event_size * math.log(2.0))}
+        return {"nll_nats": nll, "bits_per_dim": float(model.bits_per_dim(-nll))}
 
     return evaluate
 
