@@ -1,11 +1,25 @@
 """tfp_flows: normalizing flows as TensorFlow Probability bijectors inside Keras 3 models."""
 
-from tfp_flows import bijectors, nets
+from tfp_flows import bijectors, nets, steps
 from tfp_flows.export import export_saved_model
 from tfp_flows.flow_model import FlowModel
-from tfp_flows.zoo import IAF, MAF, NICE, Glow, RealNVP, glow, iaf, maf, nice, realnvp
+from tfp_flows.zoo import (
+    FAMILIES,
+    IAF,
+    MAF,
+    NICE,
+    NSF,
+    Glow,
+    RealNVP,
+    glow,
+    iaf,
+    maf,
+    nice,
+    nsf,
+    realnvp,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["IAF", "MAF", "NICE", "FlowModel", "Glow", "RealNVP", "bijectors", "glow", "iaf",
-           "maf", "nets", "nice", "realnvp", "export_saved_model"]
+__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "FlowModel", "Glow", "RealNVP", "bijectors",
+           "export_saved_model", "glow", "iaf", "maf", "nets", "nice", "nsf", "realnvp", "steps"]

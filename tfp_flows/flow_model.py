@@ -10,29 +10,45 @@ import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 from tensorflow_probability import distributions as tfd
 
-from tfp_flows.bijectors.actnorm import data_dependent_init
-
 __all__ = ["FlowModel"]
 
 
-def _unpack_x(data):
-    """The model input of a batch that may come as x, (x,), (x, y) or (x, y, sample_weight)."""
-    return data[0] if isinstance(data, (tuple, list)) else data
+def _unpack(data):
+    """(x, context) of a batch given as x, (x,), (x, context) or (x, context, sample_weight)."""
+    x, context, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError("FlowModel does not take sample weights; got a third element in the "
+                         "batch. Pass (x,) or (x, context).")
+    return x, context
+
+
+def _describe_shape(shape) -> str:
+    return "(" + ", ".join("batch" if i == 0 and d is None else str(d)
+                           for i, d in enumerate(shape)) + ")"
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class FlowModel(keras.Model):
-    """A normalizing flow p(x) = N(f^-1(x); 0, I) |det J_{f^-1}(x)| as a Keras model.
+    """A normalizing flow p(x | c) = N(f_c^-1(x); 0, I) |det J_{f_c^-1}(x)| as a Keras model.
 
     `flow` is a layer that owns the parameters and assembles the bijector f (latent -> data),
-    such as the ones in `tfp_flows.zoo`. The model trains with `fit` on the mean negative
+    such as the families in `tfp_flows.zoo`. The model trains with `fit` on the mean negative
     log-likelihood in nats per example of the data the model sees, and reports
     `bits_per_dim` = loss / (D ln 2). For image flows the data are dequantized pixel values
     in [0, num_levels), and the scaling to [0, 1) (and the logit) are bijectors in the chain,
     so `log_prob` is the density of the pixel values and bits/dim is exact in 8-bit space.
 
+    A conditional flow (built with `context_shape=(K,)` or `num_classes=N`) takes a context
+    everywhere: `fit(x, context)` or a dataset of `(x, context)` pairs, `log_prob(x, context)`,
+    `sample(n, context=c)`, `encode`/`decode` with `context=`, and
+    `conditional_distribution(c)`, the `tfd.TransformedDistribution` for one context (or a
+    batch of them). A context is a float vector `(K,)` per example, or an integer label; one
+    context (shape `(K,)`, or a scalar label) applies to a whole batch.
+
     `model(x)` returns `log_prob(x)`; `model.distribution` is a `tfd.TransformedDistribution`
-    over the same variables, usable in any TF pipeline.
+    over the same variables, usable in any TF pipeline, including TFP's inference
+    (`tfp.vi.fit_surrogate_posterior`): its `trainable_variables` are the model's variables as
+    `tf.Variable`s.
 
     Before the first `fit` step, flows with ActNorm run Glow's data-dependent initialisation on
     the first batch (all-reduced over replicas under a distribution strategy).
@@ -55,32 +71,131 @@ class FlowModel(keras.Model):
             return
         # One pass on a dummy batch creates the conditioner networks' weights, so the model
         # is complete (and loadable) before it has seen data.
-        self._log_prob(tf.zeros((1, *self.event_shape)))
+        self._log_prob(tf.zeros((1, *self.event_shape)), self._dummy_context(1))
         self.built = True
+
+    # ------------------------------------------------------------------------------ context
+
+    @property
+    def is_conditional(self) -> bool:
+        return bool(self.flow.context_size)
+
+    def _context_description(self) -> str:
+        if self.flow.num_classes:
+            return f"integer class labels in [0, {self.flow.num_classes})"
+        return f"float context vectors of shape (batch, {self.flow.context_size})"
+
+    def _dummy_context(self, batch: int):
+        if not self.is_conditional:
+            return None
+        if self.flow.num_classes:
+            return tf.zeros((batch,), tf.int32)
+        return tf.zeros((batch, self.flow.context_size))
+
+    def _check_context(self, context, where: str, batch=None):
+        """The context as a tensor with a leading batch axis (1 or `batch`), or None.
+
+        Raises ValueError when a conditional model gets no context, an unconditional one gets
+        one, or the context has the wrong dtype, shape or (eagerly checked) label range.
+        """
+        if not self.is_conditional:
+            if context is not None:
+                raise ValueError(f"{where}: this model is unconditional and takes no context; "
+                                 f"got one. Build the flow with context_shape=(K,) or "
+                                 f"num_classes=N to condition it.")
+            return None
+        if context is None:
+            raise ValueError(f"{where}: this model is conditional and needs a context "
+                             f"({self._context_description()}); got none.")
+        if not hasattr(context, "dtype"):
+            context = np.asarray(context)
+        dtype = tf.as_dtype(context.dtype)
+        labels = bool(self.flow.num_classes)
+        if (labels and not dtype.is_integer) or (not labels and not (
+                dtype.is_floating or dtype.is_integer)) or dtype == tf.bool:
+            raise ValueError(f"{where} expects {self._context_description()}, got dtype "
+                             f"{dtype.name}.")
+        context = tf.convert_to_tensor(context)
+        context = tf.cast(context, tf.int32 if labels else tf.float32)
+        event_rank = 0 if labels else 1
+        shape = tuple(context.shape)
+        if len(shape) == event_rank:
+            context = context[None]
+            shape = (1, *shape)
+        wrong = len(shape) != event_rank + 1 or (
+            not labels and shape[-1] is not None and shape[-1] != self.flow.context_size)
+        if not wrong and batch is not None and shape[0] is not None and shape[0] != 1:
+            wrong = batch is not None and shape[0] != batch
+        if wrong:
+            expected = ("(batch,) or a scalar" if labels
+                        else f"(batch, {self.flow.context_size}) or ({self.flow.context_size},)")
+            with_batch = "" if batch is None else f" with batch {batch} (or 1)"
+            raise ValueError(f"{where} expects a context of shape {expected}{with_batch}, "
+                             f"got shape {_describe_shape(shape)}.")
+        if labels and tf.executing_eagerly():
+            values = context.numpy()
+            if values.size and (values.min() < 0 or values.max() >= self.flow.num_classes):
+                raise ValueError(f"{where} expects class labels in [0, {self.flow.num_classes}),"
+                                 f" got values in [{values.min()}, {values.max()}].")
+        return context
 
     # ----------------------------------------------------------------------------- density
 
     @property
     def bijector(self) -> tfb.Bijector:
-        """The flow's bijector f: latent z -> data x (a stateless view of the variables)."""
-        return self.flow.bijector()
+        """The flow's bijector f: latent z -> data x (a stateless view of the variables).
+
+        Unconditional models only; see `conditional_bijector`.
+        """
+        return self.conditional_bijector(None)
+
+    def conditional_bijector(self, context) -> tfb.Bijector:
+        """f_c: latent z -> data x given `context` (checked as everywhere else)."""
+        return self.flow.bijector(self._check_context(context, "conditional_bijector"))
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        return tuple(self.bijector.inverse_event_shape(self.event_shape).as_list())
+        bijector = self.flow.bijector(self._dummy_context(1))
+        return tuple(bijector.inverse_event_shape(self.event_shape).as_list())
 
     def base_distribution(self, temperature: float = 1.0) -> tfd.Distribution:
         """Standard normal (scaled by `temperature`) over the latent shape."""
         return tfd.Sample(tfd.Normal(tf.constant(0.0), tf.constant(temperature, tf.float32)),
                           sample_shape=self.latent_shape)
 
+    def _distribution(self, bijector) -> tfd.TransformedDistribution:
+        distribution = tfd.TransformedDistribution(self.base_distribution(), bijector)
+        # Keras 3 variables are not tf.Variables, so tf.Module finds none in the bijectors;
+        # this attribute hands TFP (tfp.vi, tfp.math.minimize) the variables underneath.
+        distribution.flow_variables = tuple(v.value for v in self.variables)
+        return distribution
+
     @property
     def distribution(self) -> tfd.TransformedDistribution:
-        """p(x) as a `tfd.TransformedDistribution` of the standard normal through the flow."""
-        return tfd.TransformedDistribution(self.base_distribution(), self.bijector)
+        """p(x) as a `tfd.TransformedDistribution` of the standard normal through the flow.
 
-    def _log_prob(self, x):
-        bijector = self.bijector
+        Its `trainable_variables` are the model's trainable variables as `tf.Variable`s, so
+        TFP's optimisation and inference APIs can train it. Unconditional models only; see
+        `conditional_distribution`.
+        """
+        if self.is_conditional:
+            raise ValueError("this model is conditional: use conditional_distribution(context) "
+                             f"({self._context_description()}).")
+        return self._distribution(self.bijector)
+
+    def conditional_distribution(self, context) -> tfd.TransformedDistribution:
+        """p(x | context) as a `tfd.TransformedDistribution` bound to `context`.
+
+        With one context (`(K,)`, or a scalar label) `dist.log_prob(x)` scores any batch of
+        x under it and `dist.sample(n)` draws n samples from it; with a batch of contexts,
+        `dist.log_prob(x)` pairs them with a batch of x of the same size.
+        """
+        if not self.is_conditional:
+            raise ValueError("this model is unconditional: use model.distribution.")
+        return self._distribution(self.conditional_bijector(context))
+
+    def _log_prob(self, x, context=None):
+        bijector = self.flow.bijector(context)
         z = bijector.inverse(x)
         base = self.base_distribution()
         log_det = bijector.inverse_log_det_jacobian(x, event_ndims=len(self.event_shape))
@@ -103,51 +218,78 @@ class FlowModel(keras.Model):
         if len(shape) != len(self.event_shape) + 1 or any(
                 got is not None and got != want
                 for got, want in zip(shape[1:], self.event_shape, strict=False)):
-            given = "(" + ", ".join("batch" if i == 0 and d is None else str(d)
-                                    for i, d in enumerate(shape)) + ")"
-            raise ValueError(f"{where} expects inputs of shape {expected}, got shape {given}.")
+            raise ValueError(f"{where} expects inputs of shape {expected}, "
+                             f"got shape {_describe_shape(shape)}.")
         return x
 
-    def log_prob(self, x) -> tf.Tensor:
-        """log p(x) in nats, one value per example."""
-        return self._log_prob(self._check_input(x, "log_prob"))
+    def _inputs(self, x, context, where: str):
+        x = self._check_input(x, where)
+        return x, self._check_context(context, where, batch=x.shape[0])
 
-    def call(self, x):
-        return self.log_prob(x)
+    def log_prob(self, x, context=None) -> tf.Tensor:
+        """log p(x | context) in nats, one value per example."""
+        return self._log_prob(*self._inputs(x, context, "log_prob"))
+
+    def call(self, x, context=None):
+        return self.log_prob(x, context)
 
     def bits_per_dim(self, log_prob) -> tf.Tensor:
         """-log p(x) / (D ln 2), the units flows are compared in."""
         return -log_prob / (self.event_size * math.log(2.0))
 
-    def encode(self, x) -> tf.Tensor:
-        """z = f^-1(x), the latent of data x."""
-        return self.bijector.inverse(self._check_input(x, "encode"))
+    def encode(self, x, context=None) -> tf.Tensor:
+        """z = f_c^-1(x), the latent of data x."""
+        x, context = self._inputs(x, context, "encode")
+        return self.flow.bijector(context).inverse(x)
 
-    def decode(self, z) -> tf.Tensor:
-        """x = f(z), the data of latent z."""
-        z = tf.convert_to_tensor(z, tf.float32)
-        if tuple(z.shape[1:]) != self.latent_shape:
+    def decode(self, z, context=None) -> tf.Tensor:
+        """x = f_c(z), the data of latent z."""
+        if not hasattr(z, "dtype"):
+            z = np.asarray(z)
+        if not tf.as_dtype(z.dtype).is_floating:
+            raise ValueError(f"decode expects floating-point latents, got dtype "
+                             f"{tf.as_dtype(z.dtype).name}.")
+        z = tf.cast(z, tf.float32)
+        if tuple(z.shape[1:]) != self.latent_shape or z.shape.rank != len(self.latent_shape) + 1:
             raise ValueError(f"decode expects latents of shape (batch, "
-                             f"{', '.join(map(str, self.latent_shape))}), got {tuple(z.shape)}.")
-        return self.bijector.forward(z)
+                             f"{', '.join(map(str, self.latent_shape))}), "
+                             f"got {_describe_shape(tuple(z.shape))}.")
+        context = self._check_context(context, "decode", batch=z.shape[0])
+        return self.flow.bijector(context).forward(z)
 
-    def sample(self, n: int, temperature: float = 1.0, seed=None) -> tf.Tensor:
-        """`n` samples x = f(z) with z ~ N(0, temperature^2 I).
+    def latent_noise(self, n, temperature=1.0, seed=None) -> tf.Tensor:
+        """`n` latents z ~ N(0, temperature^2 I), stateless given `seed`.
+
+        `seed` is an int (the same int gives the same noise here and in the exported `sample`
+        signature) or None for fresh noise.
+        """
+        shape = tf.concat([[n], tf.constant(self.latent_shape, tf.int32)], axis=0)
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+        else:
+            seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        return tf.random.stateless_normal(shape, seed=seed) * tf.cast(temperature, tf.float32)
+
+    def sample(self, n: int, context=None, temperature: float = 1.0, seed=None) -> tf.Tensor:
+        """`n` samples x = f_c(z) with z ~ N(0, temperature^2 I).
 
         Args:
             n: number of samples.
+            context: for a conditional model, one context (all samples share it) or a batch
+                of `n` contexts (one per sample).
             temperature: standard deviation of the latent (Glow samples at 0.5-0.7).
-            seed: an int or a stateless `int32[2]` seed; the same seed gives the same samples.
+            seed: an int; the same seed gives the same samples (also through the exported
+                `sample` signature). None draws fresh noise.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"sample expects a positive integer number of samples, got {n!r}.")
-        if not temperature > 0:
+        if isinstance(temperature, bool) or not temperature > 0:
             raise ValueError(f"sample expects temperature > 0, got {temperature!r}.")
-        if isinstance(seed, (int, np.integer)):
-            # TFP treats a Python int as a seed for a stateful draw; a pair is stateless.
-            seed = (0, int(seed))
-        z = self.base_distribution(temperature).sample(int(n), seed=seed)
-        return self.bijector.forward(z)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ValueError(f"sample expects an integer seed or None, got {seed!r}.")
+        context = self._check_context(context, "sample", batch=int(n))
+        z = self.latent_noise(int(n), temperature, seed)
+        return self.flow.bijector(context).forward(z)
 
     # ---------------------------------------------------------------------------- training
 
@@ -161,13 +303,23 @@ class FlowModel(keras.Model):
         self._bits_tracker.update_state(self.bits_per_dim(-loss))
         return loss
 
+    def _valid_batch(self, x, context) -> tf.Tensor:
+        """True when x (and a context vector) is finite and every class label is in range."""
+        valid = tf.reduce_all(tf.math.is_finite(x))
+        if context is not None and self.flow.num_classes:
+            valid &= tf.reduce_all((context >= 0) & (context < self.flow.num_classes))
+        elif context is not None:
+            valid &= tf.reduce_all(tf.math.is_finite(context))
+        return valid
+
     def train_step(self, data):
-        x = self._check_input(_unpack_x(data), "fit")
-        finite_data = tf.debugging.Assert(
-            tf.reduce_all(tf.math.is_finite(x)),
-            ["fit: the batch holds NaN or Inf values; clean the data. No weights were changed."])
-        with tf.control_dependencies([finite_data]), tf.GradientTape() as tape:
-            log_prob = self._log_prob(x)
+        x, context = self._inputs(*_unpack(data), "fit")
+        valid = tf.debugging.Assert(
+            self._valid_batch(x, context),
+            ["fit: the batch holds NaN or Inf values (or class labels out of range); clean the "
+             "data. No weights were changed."])
+        with tf.control_dependencies([valid]), tf.GradientTape() as tape:
+            log_prob = self._log_prob(x, context)
             loss = -tf.reduce_mean(log_prob)
             # Each replica sees 1/N of the global batch; the optimizer sums the replicas'
             # gradients, so the per-replica loss is divided by N to get the global mean.
@@ -185,8 +337,8 @@ class FlowModel(keras.Model):
         return self._step_logs()
 
     def test_step(self, data):
-        x = self._check_input(_unpack_x(data), "evaluate")
-        self._record(self._log_prob(x))
+        x, context = self._inputs(*_unpack(data), "evaluate")
+        self._record(self._log_prob(x, context))
         return self._step_logs()
 
     def _step_logs(self):
@@ -200,7 +352,7 @@ class FlowModel(keras.Model):
         return logs
 
     def predict_step(self, data):
-        return self.log_prob(_unpack_x(data))
+        return self.log_prob(*_unpack(data))
 
     def compile(self, optimizer="adam", loss=None, jit_compile=False, **kwargs):
         """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken.
@@ -221,8 +373,11 @@ class FlowModel(keras.Model):
         self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, **kwargs):
-        """Keras `fit`, after the data-dependent initialisation of ActNorm on the first batch."""
-        self.initialize_from_data(x, batch_size)
+        """Keras `fit`; `y` is the context of a conditional model (or None).
+
+        Runs the data-dependent initialisation of ActNorm on the first batch first.
+        """
+        self.initialize_from_data(x, y, batch_size=batch_size)
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             # Without a strategy Keras builds the optimizer inside the first trace of the train
@@ -231,34 +386,33 @@ class FlowModel(keras.Model):
                 optimizer.build(self.trainable_variables)
         return super().fit(x, y, batch_size=batch_size, **kwargs)
 
-    def initialize_from_data(self, data, batch_size=None) -> None:
+    def initialize_from_data(self, data, context=None, batch_size=None) -> None:
         """Runs ActNorm's data-dependent initialisation once, on the first batch of `data`.
 
-        Under a distribution strategy each replica takes its share of the first global batch
-        and the statistics are all-reduced, so every replica assigns the same values. Does
-        nothing for flows without ActNorm, or once done (the flag is saved with the weights).
+        `data` is an array of x (with `context` for a conditional model) or a dataset of x or
+        `(x, context)` batches. Under a distribution strategy each replica takes its share of
+        the first global batch and the statistics are all-reduced, so every replica assigns
+        the same values. Does nothing for flows without ActNorm, or once done (the flag is
+        saved with the weights).
         """
         if not self.flow.uses_data_dependent_init or bool(self.data_initialized.numpy()):
             return
         if isinstance(data, tf.data.Dataset):
-            first = data.take(1).map(lambda *batch: _unpack_x(batch))
+            first = data.take(1).map(lambda *batch: _unpack(batch))
         else:
-            x = _unpack_x(data)
-            first = tf.data.Dataset.from_tensor_slices(np.asarray(x)).batch(
-                batch_size or 32).take(1)
+            x, context = self._inputs(*_unpack((data, context)), "fit")
+            size = batch_size or 32
+            first = tf.data.Dataset.from_tensors(
+                (x[:size], None if context is None else context[:size]))
         strategy = self.distribute_strategy
         batch = next(iter(strategy.experimental_distribute_dataset(first)))
 
-        def replica_init(x):
-            x = self._check_input(x, "fit")
-            self.bijector.inverse(x)
+        def replica_init(x, context):
+            x, context = self._inputs(x, context, "fit")
+            self.flow.bijector(context, initialize=True).inverse(x)
             self.data_initialized.assign(True)
 
-        # Entered once around strategy.run, not in each replica: the flag is process-wide, and
-        # replica threads entering and leaving the block in turn left it set for good, so every
-        # step traced afterwards, in any model, re-initialised ActNorm.
-        with data_dependent_init():
-            tf.function(lambda b: strategy.run(replica_init, args=(b,)))(batch)
+        tf.function(lambda b: strategy.run(replica_init, args=b))(batch)
 
     # -------------------------------------------------------------------------- serialising
 

@@ -1,41 +1,80 @@
-"""The flow families: layers that own their parameters and assemble their bijectors.
+"""The flow families: each a list of step layers, and the registry the tools read.
 
-Each family is a Keras layer (`NICE`, `RealNVP`, `Glow`, `MAF`, `IAF`) whose `bijector()`
-returns the TFP bijector f: latent -> data over the layer's variables. The builders `nice`,
-`realnvp`, `glow`, `maf` and `iaf` wrap one in a `FlowModel`.
+Each family is a Keras layer (`NICE`, `RealNVP`, `NSF`, `Glow`, `MAF`, `IAF`) that writes its
+steps (`tfp_flows.steps`) once, in `__init__`, and whose `bijector(context)` returns the TFP
+bijector f: latent -> data over the layer's variables. The builders `nice`, `realnvp`, `nsf`,
+`glow`, `maf` and `iaf` wrap one in a `FlowModel`. `FAMILIES` maps each name to its class;
+the training command and the benchmark read it.
 
-Chains are written in the data -> latent order of the papers: `tfb.Chain([a, b]).inverse`
-applies `a^-1` first, so the first element of the list is the layer nearest the data.
+Steps are listed in the data -> latent order of the papers: `tfb.Chain([a, b]).inverse`
+applies `a^-1` first, so the first step is the one nearest the data.
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import keras
 import numpy as np
+import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows.bijectors import (
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    Coupling,
-    InvertibleConv1x1,
-    MultiScale,
-    ReversibleChain,
-    Scaling,
-    lu_factors,
-)
+from tfp_flows.bijectors import ReversibleChain, make_transform
+from tfp_flows.bijectors.transforms import SCALE_FUNCTIONS, TRANSFORMS
 from tfp_flows.flow_model import FlowModel
-from tfp_flows.nets import MADE, MLP, ConvNet
+from tfp_flows.nets import ConvNet
+from tfp_flows.steps import (
+    AutoregressiveStep,
+    ConditionalPrior,
+    CouplingStep,
+    GlowStep,
+    ScaleLevel,
+    ScalingStep,
+)
 
-__all__ = ["IAF", "MAF", "NICE", "Flow", "Glow", "RealNVP", "glow", "iaf", "maf", "nice",
-           "realnvp"]
+__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "Flow", "Glow", "RealNVP", "glow", "iaf",
+           "maf", "nice", "nsf", "realnvp"]
 
 PREPROCESSING = ("logit", "center")
 
 
+def _integer(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _boolean(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def _renamed(kwargs: dict, old: str, new: str, value):
+    """Takes the deprecated keyword `old` out of `kwargs`, as the value of `new`."""
+    if old not in kwargs:
+        return value
+    if value is not None:
+        raise ValueError(f"{old}= is the deprecated name of {new}=; pass only {new}=.")
+    warnings.warn(f"{old}= is deprecated and will be removed in the next release; use "
+                  f"{new}= instead.", DeprecationWarning, stacklevel=3)
+    return kwargs.pop(old)
+
+
+def _check_image(event_shape, family: str, squeezes: int):
+    if len(event_shape) != 3:
+        raise ValueError(f"{family} with scales needs an (H, W, C) event shape, "
+                         f"got {event_shape}.")
+    height, width, _ = event_shape
+    factor = 2 ** squeezes
+    if height % factor or width % factor:
+        raise ValueError(f"{family} squeezes {squeezes} times, so height and width must be "
+                         f"divisible by {factor}; got {event_shape}. Use fewer num_scales.")
+
+
 class Flow(keras.layers.Layer):
-    """Base of the flow families: event shape, image preprocessing, parameter helpers.
+    """Base of the flow families: event shape, context, image preprocessing, composition.
 
     Args:
         event_shape: `(D,)` for vectors or `(H, W, C)` for images.
@@ -50,14 +89,26 @@ class Flow(keras.layers.Layer):
             steps rebuilds its activations from its output in the backward pass instead of
             storing them, so training memory barely grows with depth, for about one extra
             forward pass of compute. For MAF and IAF the rebuild is sequential (D passes).
+        context_shape: `(K,)` to condition on a real-valued context vector of size K, which
+            reaches every conditioner (concatenated to its input).
+        num_classes: N to condition on integer class labels in [0, N), one-hot encoded and
+            then used as a context vector of size N.
     """
 
     uses_data_dependent_init = False
+    # The size arguments the family takes for vectors and for images (the training command's
+    # flags and the benchmark read these).
+    vector_args: tuple[str, ...] = ()
+    image_args: tuple[str, ...] = ()
 
     def __init__(self, event_shape, num_levels: int | None = None,
                  preprocessing: str = "logit", alpha: float = 0.05, reversible: bool = False,
-                 **kwargs):
+                 context_shape=None, num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(event_shape, (str, bytes)) or not hasattr(event_shape, "__len__") or any(
+                isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in event_shape):
+            raise ValueError(f"event_shape must be a tuple of integers, (D,) or (H, W, C); "
+                             f"got {event_shape!r}.")
         event_shape = tuple(int(d) for d in event_shape)
         if len(event_shape) not in (1, 3) or min(event_shape) < 1:
             raise ValueError(f"event_shape must be (D,) or (H, W, C) with positive sizes, "
@@ -65,30 +116,62 @@ class Flow(keras.layers.Layer):
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, "
                              f"got {preprocessing!r}.")
-        if num_levels is not None and num_levels < 2:
-            raise ValueError(f"num_levels must be >= 2 (or None), got {num_levels}.")
-        if not 0.0 < alpha < 0.5:
-            raise ValueError(f"alpha must be in (0, 0.5), got {alpha}.")
+        if num_levels is not None:
+            num_levels = _integer("num_levels", num_levels, 2)
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (
+                0.0 < alpha < 0.5):
+            raise ValueError(f"alpha must be a number in (0, 0.5), got {alpha!r}.")
+        if context_shape is not None and num_classes is not None:
+            raise ValueError("pass context_shape=(K,) for a context vector or num_classes=N "
+                             "for class labels, not both.")
+        if context_shape is not None:
+            if isinstance(context_shape, numbers.Integral) or len(context_shape) != 1:
+                raise ValueError(f"context_shape must be (K,), a context vector's shape; "
+                                 f"got {context_shape!r}.")
+            context_shape = (_integer("context_shape[0]", context_shape[0]),)
+        if num_classes is not None:
+            num_classes = _integer("num_classes", num_classes, 2)
         self.event_shape = event_shape
         self.num_levels = num_levels
         self.preprocessing = preprocessing
-        self.alpha = alpha
-        self.reversible = reversible
+        self.alpha = float(alpha)
+        self.reversible = _boolean("reversible", reversible)
+        self.context_shape = context_shape
+        self.num_classes = num_classes
+        self.context_size = num_classes or (context_shape[0] if context_shape else 0)
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.event_shape) == 3
 
     def get_config(self):
         return {**super().get_config(), "event_shape": list(self.event_shape),
                 "num_levels": self.num_levels, "preprocessing": self.preprocessing,
-                "alpha": self.alpha, "reversible": self.reversible}
+                "alpha": self.alpha, "reversible": self.reversible,
+                "context_shape": None if self.context_shape is None else list(self.context_shape),
+                "num_classes": self.num_classes}
 
-    def _chain(self, bijectors: list, event_ndims: int) -> tfb.Bijector:
-        """A chain of same-shape layers, reversible (memory-saving) when asked for."""
-        if self.reversible:
-            return ReversibleChain(bijectors, event_ndims)
-        return tfb.Chain(bijectors)
+    def context_vector(self, context):
+        """The context as the float `(batch, K)` tensor the conditioners see (or None).
 
-    def bijector(self) -> tfb.Bijector:
-        """f: latent -> data, preprocessing included."""
-        flow = self._flow_bijector()
+        Class labels become one-hot vectors. The caller (`FlowModel`) checks shapes and dtypes.
+        """
+        if context is None:
+            return None
+        if self.num_classes:
+            return tf.one_hot(tf.cast(context, tf.int32), self.num_classes)
+        return tf.cast(context, tf.float32)
+
+    def bijector(self, context=None, initialize: bool = False) -> tfb.Bijector:
+        """f: latent -> data, preprocessing included, for `context` (None if unconditional).
+
+        `initialize=True` builds ActNorm in its data-dependent initialisation mode.
+        """
+        if (context is None) != (self.context_size == 0):
+            raise ValueError(
+                f"this flow is {'conditional' if self.context_size else 'unconditional'}: "
+                f"{'pass a context' if self.context_size else 'it takes no context'}.")
+        flow = self._flow_bijector(self.context_vector(context), initialize)
         if self.num_levels is None:
             return flow
         return tfb.Chain([self._preprocessing_bijector(), flow])
@@ -101,37 +184,67 @@ class Flow(keras.layers.Layer):
                                high=levels * (1 - alpha) / (1 - 2 * alpha))
         return tfb.Chain([tfb.Scale(levels), tfb.Shift(0.5)])
 
-    def _flow_bijector(self) -> tfb.Bijector:
-        raise NotImplementedError
+    def _chain(self, bijectors: list, event_ndims: int) -> tfb.Bijector:
+        """A chain of same-shape bijectors, reversible (memory-saving) when asked for."""
+        if self.reversible:
+            return ReversibleChain(bijectors, event_ndims)
+        return tfb.Chain(bijectors)
 
-    def _actnorm_weights(self, channels: int, name: str):
-        # "only_first_replica" lets the data-dependent initialisation assign in replica context.
-        return tuple(self.add_weight(shape=(channels,), initializer="zeros", name=f"{name}_{p}",
-                                     aggregation="only_first_replica")
-                     for p in ("loc", "log_scale"))
+    def _flow_bijector(self, context, initialize: bool) -> tfb.Bijector:
+        """The steps composed: runs of plain steps chained, each `ScaleLevel` nesting the rest."""
+        event_ndims = len(self.event_shape)
+        inner, run = None, []
 
-    def _conv1x1_weights(self, channels: int, lu: bool, name: str) -> dict:
-        rotation = keras.ops.convert_to_numpy(
-            keras.initializers.Orthogonal()((channels, channels)))
-        if not lu:
-            return {"weight": self._constant_weight(rotation, f"{name}_weight", True)}
-        fixed = ("permutation", "sign_diag")
-        return {key: self._constant_weight(value, f"{name}_{key}", key not in fixed)
-                for key, value in lu_factors(rotation).items()}
+        def composed():
+            parts = ([self._chain(run, event_ndims)] if run else []) + (
+                [inner] if inner is not None else [])
+            return parts[0] if len(parts) == 1 else tfb.Chain(parts)
 
-    def _constant_weight(self, value: np.ndarray, name: str, trainable: bool):
-        return self.add_weight(shape=value.shape, name=name, trainable=trainable,
-                               initializer=lambda shape, dtype=None: np.asarray(value, "float32"))
+        for step in reversed(self.steps):
+            if isinstance(step, ScaleLevel):
+                inner = step.bijector(context, initialize,
+                                      inner=composed() if run or inner is not None else None,
+                                      chain=self._chain)
+                run = []
+            else:
+                run = step.bijectors(context, initialize) + run
+        return composed()
 
+    def _transform(self, transform: str, scale_fn, bins, bound, default_scale_fn: str):
+        """The coupling transform, refusing the options that the chosen one ignores."""
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}.")
+        if transform != "affine" and scale_fn is not None:
+            raise ValueError(f"scale_fn applies to the affine transform only, not to "
+                             f"transform={transform!r}.")
+        if transform != "spline" and (bins is not None or bound is not None):
+            raise ValueError(f"bins and bound apply to transform='spline' only, not to "
+                             f"transform={transform!r}.")
+        if scale_fn is not None and scale_fn not in SCALE_FUNCTIONS:
+            raise ValueError(f"scale_fn must be one of {SCALE_FUNCTIONS}, got {scale_fn!r}.")
+        self.transform_name = transform
+        self.scale_fn = (scale_fn or default_scale_fn) if transform == "affine" else None
+        self.bins = (8 if bins is None else bins) if transform == "spline" else None
+        self.bound = (4.0 if bound is None else bound) if transform == "spline" else None
+        options = {"scale_fn": self.scale_fn} if transform == "affine" else (
+            {"bins": self.bins, "bound": self.bound} if transform == "spline" else {})
+        return make_transform(transform, **options)
 
-def _check_image(event_shape, family: str, squeezes: int):
-    if len(event_shape) != 3:
-        raise ValueError(f"{family} with levels needs an (H, W, C) event shape, got {event_shape}.")
-    height, width, _ = event_shape
-    factor = 2 ** squeezes
-    if height % factor or width % factor:
-        raise ValueError(f"{family} squeezes {squeezes} times, so height and width must be "
-                         f"divisible by {factor}; got {event_shape}. Use fewer levels.")
+    def _transform_config(self) -> dict:
+        config = {"transform": self.transform_name}
+        if self.transform_name == "affine":
+            config["scale_fn"] = self.scale_fn
+        if self.transform_name == "spline":
+            config.update(bins=self.bins, bound=self.bound)
+        return config
+
+    def _reject_ignored(self, given: dict, applies_to: str):
+        ignored = [name for name, value in given.items() if value is not None]
+        if ignored:
+            kind = "images" if self.is_image else "vectors"
+            raise ValueError(f"{type(self).__name__} on {kind} ignores "
+                             f"{', '.join(ignored)} (it applies to {applies_to} only); "
+                             f"remove it.")
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -145,29 +258,32 @@ class NICE(Flow):
     [1] Dinh, Krueger, Bengio. NICE. https://arxiv.org/abs/1410.8516
     """
 
+    vector_args = image_args = ("num_couplings", "hidden", "num_hidden")
+
     def __init__(self, event_shape, num_couplings: int = 4, hidden: int = 1000,
                  num_hidden: int = 5, **kwargs):
         super().__init__(event_shape, **kwargs)
-        self.num_couplings = num_couplings
-        self.hidden = hidden
-        self.num_hidden = num_hidden
+        self.num_couplings = _integer("num_couplings", num_couplings)
+        self.hidden = _integer("hidden", hidden)
+        self.num_hidden = _integer("num_hidden", num_hidden, 0)
         size = int(np.prod(self.event_shape))
         if size < 2:
             raise ValueError(f"NICE needs at least 2 dimensions, got event shape {event_shape}.")
-        self.nets = [MLP(Coupling.conditioned_size(size, i % 2)[1], (hidden,) * num_hidden,
-                         name=f"coupling_{i}") for i in range(num_couplings)]
-        self.log_scale = self.add_weight(shape=(size,), initializer="zeros", name="log_scale")
+        additive = make_transform("additive")
+        self.steps = [CouplingStep(additive, size, parity=i % 2, hidden=hidden,
+                                   num_hidden=num_hidden, context_size=self.context_size,
+                                   name=f"coupling_{i}") for i in range(num_couplings)]
+        self.steps.append(ScalingStep(size, name="scaling"))
 
     def get_config(self):
         return {**super().get_config(), "num_couplings": self.num_couplings,
                 "hidden": self.hidden, "num_hidden": self.num_hidden}
 
-    def _flow_bijector(self):
+    def _flow_bijector(self, context, initialize):
         size = int(np.prod(self.event_shape))
-        layers = [AdditiveCoupling(net, mask="channel", parity=i % 2, event_ndims=1)
-                  for i, net in enumerate(self.nets)]
-        flow = self._chain([*layers, Scaling(self.log_scale)], 1)
-        if len(self.event_shape) == 1:
+        flow = self._chain([b for step in self.steps
+                            for b in step.bijectors(context, initialize)], 1)
+        if not self.is_image:
             return flow
         return tfb.Chain([tfb.Reshape(event_shape_out=self.event_shape, event_shape_in=(size,)),
                           flow])
@@ -175,192 +291,223 @@ class NICE(Flow):
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class RealNVP(Flow):
-    """RealNVP: affine couplings; multi-scale with checkerboard and channel masks on images.
+    """RealNVP: couplings; multi-scale with checkerboard and channel masks on images.
 
-    Vectors `(D,)`: `num_couplings` affine couplings with alternating halves, conditioners
-    with `num_hidden` dense layers of `hidden` units.
+    Vectors `(D,)`: `num_couplings` couplings with alternating halves, conditioners with
+    `num_hidden` dense layers of `hidden` units.
 
-    Images `(H, W, C)`: at each of the first `levels - 1` scales, 3 checkerboard couplings,
+    Images `(H, W, C)`: at each of the first `num_scales - 1` scales, 3 checkerboard couplings,
     a squeeze, 3 channel couplings, then half of the channels are factored out; the last scale
     has 4 checkerboard couplings (RealNVP section 4.1). Conditioners are convolutional with
-    `hidden` channels. `scale_fn="tanh"` bounds the log-scale for stability.
+    `hidden` channels.
+
+    The coupling transform is affine by default (`scale_fn="tanh"` bounds the log-scale for
+    stability), or `transform="additive"`, or `transform="spline"` (rational-quadratic, with
+    `bins` and `bound`; see `NSF`).
 
     [1] Dinh, Sohl-Dickstein, Bengio. Density estimation using Real NVP.
         https://arxiv.org/abs/1605.08803
     """
 
-    def __init__(self, event_shape, num_couplings: int = 5, levels: int = 3,
-                 hidden: int | None = None, num_hidden: int = 2, scale_fn: str = "tanh",
-                 **kwargs):
+    vector_args = ("num_couplings", "hidden", "num_hidden")
+    image_args = ("num_scales", "hidden", "num_hidden")
+    default_transform = "affine"
+
+    def __init__(self, event_shape, num_couplings: int | None = None,
+                 num_scales: int | None = None, hidden: int | None = None, num_hidden: int = 2,
+                 transform: str | None = None, scale_fn: str | None = None,
+                 bins: int | None = None, bound: float | None = None, **kwargs):
+        num_scales = _renamed(kwargs, "levels", "num_scales", num_scales)
         super().__init__(event_shape, **kwargs)
-        self.num_couplings = num_couplings
-        self.levels = levels
-        self.hidden = hidden if hidden is not None else (256 if len(self.event_shape) == 1 else 64)
-        self.num_hidden = num_hidden
-        self.scale_fn = scale_fn
-        if len(self.event_shape) == 1:
+        transform = self._transform(transform or self.default_transform, scale_fn, bins, bound,
+                                    "tanh")
+        if self.is_image:
+            self._reject_ignored({"num_couplings": num_couplings}, "vectors")
+            self.num_couplings = None
+            self.num_scales = _integer("num_scales", 3 if num_scales is None else num_scales)
+        else:
+            self._reject_ignored({"num_scales": num_scales}, "images")
+            self.num_scales = None
+            self.num_couplings = _integer("num_couplings",
+                                          5 if num_couplings is None else num_couplings)
+        self.hidden = _integer("hidden", hidden if hidden is not None
+                               else (64 if self.is_image else 256))
+        self.num_hidden = _integer("num_hidden", num_hidden, 0)
+        options = {"hidden": self.hidden, "num_hidden": self.num_hidden,
+                   "context_size": self.context_size}
+        if not self.is_image:
             size = self.event_shape[0]
             if size < 2:
-                raise ValueError(f"RealNVP needs at least 2 dimensions, got {event_shape}.")
-            self.nets = [MLP(2 * Coupling.conditioned_size(size, i % 2)[1],
-                             (self.hidden,) * num_hidden, name=f"coupling_{i}")
-                         for i in range(num_couplings)]
+                raise ValueError(f"{type(self).__name__} needs at least 2 dimensions, "
+                                 f"got {event_shape}.")
+            self.steps = [CouplingStep(transform, size, parity=i % 2, name=f"coupling_{i}",
+                                       **options) for i in range(self.num_couplings)]
             return
-        _check_image(self.event_shape, "RealNVP", levels - 1)
-        self.nets = []
+        _check_image(self.event_shape, type(self).__name__, self.num_scales - 1)
+        self.steps = []
         channels = self.event_shape[-1]
-        for level in range(levels):
-            last = level == levels - 1
-            self.nets += [ConvNet(2 * channels, self.hidden, num_hidden,
-                                  name=f"level{level}_checkerboard_{i}")
-                          for i in range(4 if last else 3)]
+        for scale in range(self.num_scales):
+            last = scale == self.num_scales - 1
+            self.steps += [CouplingStep(transform, channels, mask="checkerboard", parity=i % 2,
+                                        event_rank=3, name=f"scale{scale}_checkerboard_{i}",
+                                        **options) for i in range(4 if last else 3)]
             if not last:
-                self.nets += [ConvNet(2 * Coupling.conditioned_size(4 * channels, i % 2)[1],
-                                      self.hidden, num_hidden, name=f"level{level}_channel_{i}")
-                              for i in range(3)]
+                self.steps.append(ScaleLevel(
+                    [CouplingStep(transform, 4 * channels, parity=i % 2, event_rank=3,
+                                  name=f"channel_{i}", **options) for i in range(3)],
+                    name=f"scale{scale}"))
                 channels *= 2
 
     def get_config(self):
         return {**super().get_config(), "num_couplings": self.num_couplings,
-                "levels": self.levels, "hidden": self.hidden, "num_hidden": self.num_hidden,
-                "scale_fn": self.scale_fn}
+                "num_scales": self.num_scales, "hidden": self.hidden,
+                "num_hidden": self.num_hidden, **self._transform_config()}
 
-    def _coupling(self, net, mask, parity, event_ndims):
-        return AffineCoupling(net, mask=mask, parity=parity, scale_fn=self.scale_fn,
-                              event_ndims=event_ndims)
 
-    def _flow_bijector(self):
-        if len(self.event_shape) == 1:
-            return self._chain([self._coupling(net, "channel", i % 2, 1)
-                                for i, net in enumerate(self.nets)], 1)
-        nets = iter(self.nets)
-        scales = []
-        for level in range(self.levels):
-            last = level == self.levels - 1
-            checkerboard = [self._coupling(next(nets), "checkerboard", i % 2, 3)
-                            for i in range(4 if last else 3)]
-            channel = [] if last else [self._coupling(next(nets), "channel", i % 2, 3)
-                                       for i in range(3)]
-            scales.append((checkerboard, channel))
-        inner = self._chain(scales[-1][0], 3)
-        for checkerboard, channel in reversed(scales[:-1]):
-            inner = tfb.Chain([self._chain(checkerboard, 3),
-                               MultiScale(self._chain(channel, 3), inner=inner)])
-        return inner
+@keras.saving.register_keras_serializable(package="tfp_flows")
+class NSF(RealNVP):
+    """Neural spline flow: RealNVP's layout with rational-quadratic spline couplings.
+
+    The coupling transform is a monotonic rational-quadratic spline with `bins` bins on
+    [-bound, bound] and identity (linear) tails outside it, so no input is rejected (Durkan et
+    al. 2019, on TFP's `tfb.RationalQuadraticSpline`). Vectors: `num_couplings` couplings with
+    alternating halves (default 6, 128 hidden units); images: RealNVP's multi-scale layout.
+
+    [1] Conor Durkan, Artur Bekasov, Iain Murray, George Papamakarios. Neural Spline Flows.
+        NeurIPS 2019. https://arxiv.org/abs/1906.04032
+    """
+
+    default_transform = "spline"
+
+    def __init__(self, event_shape, num_couplings: int | None = None,
+                 num_scales: int | None = None, hidden: int | None = None, num_hidden: int = 2,
+                 bins: int | None = None, bound: float | None = None, **kwargs):
+        transform = kwargs.pop("transform", "spline")
+        if transform != "spline":
+            raise ValueError(f"NSF couplings are splines; got transform={transform!r} "
+                             f"(use RealNVP for other transforms).")
+        vector = len(tuple(event_shape)) == 1
+        if vector and num_couplings is None:
+            num_couplings = 6
+        if vector and hidden is None:
+            hidden = 128
+        super().__init__(event_shape, num_couplings=num_couplings, num_scales=num_scales,
+                         hidden=hidden, num_hidden=num_hidden, bins=bins, bound=bound, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class Glow(Flow):
-    """Glow: levels of (squeeze, depth x [ActNorm, invertible 1x1 conv, coupling], split).
+    """Glow: scales of (squeeze, depth x [ActNorm, invertible 1x1 conv, coupling], split).
 
-    Defaults follow the paper: 3 levels of 32 steps, 512 hidden channels, affine coupling
+    Defaults follow the paper: 3 scales of 32 steps, 512 hidden channels, affine coupling
     with sigmoid scale, LU-parametrised 1x1 convolutions, learned conditional prior on each
-    split. On vectors `(D,)` the steps run without squeeze or split.
+    split. On vectors `(D,)` the steps run without squeeze or split. `transform` may also be
+    "additive" or "spline" (with `bins` and `bound`).
+
+    A conditional Glow (`context_shape` or `num_classes`) also predicts the top latent's mean
+    and scale from the context: the class-conditional prior of the paper (section 5).
 
     [1] Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions.
         https://arxiv.org/abs/1807.03039
     """
 
     uses_data_dependent_init = True
+    vector_args = ("depth", "hidden")
+    image_args = ("num_scales", "depth", "hidden")
 
-    def __init__(self, event_shape, levels: int = 3, depth: int = 32, hidden: int = 512,
-                 coupling: str = "affine", lu: bool = True, split_prior: bool = True,
-                 preprocessing: str = "center", **kwargs):
+    def __init__(self, event_shape, num_scales: int | None = None, depth: int = 32,
+                 hidden: int = 512, transform: str | None = None, lu: bool = True,
+                 split_prior: bool | None = None, preprocessing: str = "center",
+                 scale_fn: str | None = None, bins: int | None = None,
+                 bound: float | None = None, **kwargs):
+        num_scales = _renamed(kwargs, "levels", "num_scales", num_scales)
+        transform = _renamed(kwargs, "coupling", "transform", transform)
         super().__init__(event_shape, preprocessing=preprocessing, **kwargs)
-        if coupling not in ("affine", "additive"):
-            raise ValueError(f"coupling must be 'affine' or 'additive', got {coupling!r}.")
-        self.levels, self.depth, self.hidden = levels, depth, hidden
-        self.coupling, self.lu, self.split_prior = coupling, lu, split_prior
-        vector = len(self.event_shape) == 1
-        if not vector:
-            _check_image(self.event_shape, "Glow", levels)
+        coupling = self._transform(transform or "affine", scale_fn, bins, bound, "sigmoid")
+        self.depth = _integer("depth", depth)
+        self.hidden = _integer("hidden", hidden)
+        self.lu = _boolean("lu", lu)
+        rank = len(self.event_shape)
+        options = {"event_rank": rank, "hidden": self.hidden, "lu": self.lu,
+                   "context_size": self.context_size}
         channels = self.event_shape[-1]
-        self.actnorms, self.convs, self.nets, self.priors = [], [], [], []
-        for level in range(1 if vector else levels):
-            channels = channels if vector else 4 * channels
-            for step in range(depth):
-                name = f"level{level}_step{step}"
-                self.actnorms.append(self._actnorm_weights(channels, f"{name}_actnorm"))
-                self.convs.append(self._conv1x1_weights(channels, lu, f"{name}_conv1x1"))
-                transformed = Coupling.conditioned_size(channels, 0)[1]
-                out = 2 * transformed if coupling == "affine" else transformed
-                self.nets.append(MLP(out, (hidden, hidden), name=f"{name}_coupling") if vector
-                                 else ConvNet(out, hidden, name=f"{name}_coupling"))
-            if not vector and level < levels - 1:
-                if split_prior:
-                    self.priors.append(ConvNet(channels, num_hidden=0, name=f"level{level}_prior"))
-                channels //= 2
+        if not self.is_image:
+            self._reject_ignored({"num_scales": num_scales, "split_prior": split_prior},
+                                 "images")
+            self.num_scales, self.split_prior = None, None
+            self.steps = [GlowStep(coupling, channels, name=f"step{i}", **options)
+                          for i in range(self.depth)]
+            self.steps += self._top_prior(channels, rank)
+            return
+        self.num_scales = _integer("num_scales", 3 if num_scales is None else num_scales)
+        self.split_prior = _boolean("split_prior", True if split_prior is None else split_prior)
+        _check_image(self.event_shape, "Glow", self.num_scales)
+        self.steps = []
+        for scale in range(self.num_scales):
+            channels *= 4
+            last = scale == self.num_scales - 1
+            steps = [GlowStep(coupling, channels, name=f"step{i}", **options)
+                     for i in range(self.depth)]
+            if last:
+                steps += self._top_prior(channels, rank)
+            prior = None
+            if self.split_prior and not last:
+                prior = ConvNet(channels, num_hidden=0, context_size=self.context_size,
+                                name="split_prior")
+            self.steps.append(ScaleLevel(steps, prior, name=f"scale{scale}"))
+            channels //= 2
+
+    def _top_prior(self, channels: int, rank: int) -> list:
+        if not self.context_size:
+            return []
+        return [ConditionalPrior(channels, event_rank=rank, context_size=self.context_size,
+                                 name="conditional_prior")]
 
     def get_config(self):
-        return {**super().get_config(), "levels": self.levels, "depth": self.depth,
-                "hidden": self.hidden, "coupling": self.coupling, "lu": self.lu,
-                "split_prior": self.split_prior}
-
-    def _step(self, index, event_ndims):
-        loc, log_scale = self.actnorms[index]
-        coupling = (AffineCoupling(self.nets[index], mask="channel", scale_fn="sigmoid",
-                                   event_ndims=event_ndims)
-                    if self.coupling == "affine" else
-                    AdditiveCoupling(self.nets[index], mask="channel", event_ndims=event_ndims))
-        return [ActNorm(loc, log_scale, event_ndims=event_ndims),
-                InvertibleConv1x1(**self.convs[index], event_ndims=event_ndims), coupling]
-
-    def _flow_bijector(self):
-        if len(self.event_shape) == 1:
-            return self._chain([b for i in range(self.depth) for b in self._step(i, 1)], 1)
-        levels = [self._chain([b for i in range(level * self.depth, (level + 1) * self.depth)
-                               for b in self._step(i, 3)], 3)
-                  for level in range(self.levels)]
-        inner = MultiScale(levels[-1])
-        for level in reversed(range(self.levels - 1)):
-            prior = self.priors[level] if self.split_prior else None
-            inner = MultiScale(levels[level], inner=inner, split_prior=prior)
-        return inner
+        return {**super().get_config(), "num_scales": self.num_scales, "depth": self.depth,
+                "hidden": self.hidden, "lu": self.lu, "split_prior": self.split_prior,
+                **self._transform_config()}
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class MAF(Flow):
-    """Masked autoregressive flow: `num_layers` MADE-conditioned affine autoregressive layers.
+    """Masked autoregressive flow: `num_layers` MADE-conditioned autoregressive layers.
 
     Built on TFP's `tfb.MaskedAutoregressiveFlow` with our Keras 3 `MADE`; consecutive layers
     reverse the variable order. Density (the inverse) is one pass; sampling is sequential,
-    D passes. Vectors only.
+    D passes. Vectors only. `transform="spline"` makes each layer a rational-quadratic
+    autoregressive spline (with `bins` and `bound`) instead of MAF's affine map.
 
     [1] Papamakarios, Pavlakou, Murray. Masked Autoregressive Flow for Density Estimation.
         https://arxiv.org/abs/1705.07057
     """
 
+    vector_args = image_args = ("num_layers", "hidden", "num_hidden")
+
     def __init__(self, event_shape, num_layers: int = 5, hidden: int = 512, num_hidden: int = 2,
-                 **kwargs):
+                 transform: str | None = None, bins: int | None = None,
+                 bound: float | None = None, **kwargs):
         super().__init__(event_shape, **kwargs)
-        if len(self.event_shape) != 1:
+        if self.is_image:
             raise ValueError(f"{type(self).__name__} takes vector events (D,), got "
                              f"{self.event_shape}; flatten images first.")
-        self.num_layers, self.hidden, self.num_hidden = num_layers, hidden, num_hidden
-        self.mades = [MADE(self.event_shape[0], (hidden,) * num_hidden, reverse=i % 2 == 1,
-                           name=f"made_{i}") for i in range(num_layers)]
+        if transform == "additive":
+            raise ValueError(f"{type(self).__name__} takes transform='affine' or 'spline', "
+                             f"got 'additive'.")
+        autoregressive = self._transform(transform or "affine", None, bins, bound, "exp")
+        self.num_layers = _integer("num_layers", num_layers)
+        self.hidden = _integer("hidden", hidden)
+        self.num_hidden = _integer("num_hidden", num_hidden, 0)
+        self.steps = [AutoregressiveStep(autoregressive, self.event_shape[0], hidden=self.hidden,
+                                         num_hidden=self.num_hidden, reverse=i % 2 == 1,
+                                         context_size=self.context_size, name=f"made_{i}")
+                      for i in range(self.num_layers)]
 
     def get_config(self):
-        return {**super().get_config(), "num_layers": self.num_layers, "hidden": self.hidden,
-                "num_hidden": self.num_hidden}
-
-    def _flow_bijector(self):
-        def shift_and_log_scale(made):
-            # tfb.MaskedAutoregressiveFlow calls this on the same tensor for the inverse and
-            # again for its log-det; keeping the last result runs MADE once per log_prob. It
-            # lives as long as the bijector, like TFP's own cache.
-            last = {}
-
-            def fn(x):
-                if last.get("x") is not x:
-                    params = keras.ops.cast(made(x), x.dtype)
-                    last.update(x=x, params=(params[..., 0], params[..., 1]))
-                return last["params"]
-            return fn
-
-        return self._chain([
-            tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale(made))
-            for made in self.mades], 1)
+        config = {**super().get_config(), "num_layers": self.num_layers, "hidden": self.hidden,
+                  "num_hidden": self.num_hidden, **self._transform_config()}
+        config.pop("scale_fn", None)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -374,30 +521,29 @@ class IAF(MAF):
         with Inverse Autoregressive Flow. https://arxiv.org/abs/1606.04934
     """
 
-    def _flow_bijector(self):
-        return tfb.Invert(super()._flow_bijector())
+    def _flow_bijector(self, context, initialize):
+        return tfb.Invert(super()._flow_bijector(context, initialize))
 
 
-def nice(event_shape, **kwargs) -> FlowModel:
-    """A NICE `FlowModel`; keyword arguments go to `NICE`."""
-    return FlowModel(NICE(event_shape, **kwargs))
+FAMILIES: dict[str, type[Flow]] = {"nice": NICE, "realnvp": RealNVP, "nsf": NSF, "glow": Glow,
+                                   "maf": MAF, "iaf": IAF}
 
 
-def realnvp(event_shape, **kwargs) -> FlowModel:
-    """A RealNVP `FlowModel`; keyword arguments go to `RealNVP`."""
-    return FlowModel(RealNVP(event_shape, **kwargs))
+def _builder(name: str):
+    family = FAMILIES[name]
+
+    def build(event_shape, **kwargs) -> FlowModel:
+        return FlowModel(family(event_shape, **kwargs))
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = (f"A {family.__name__} `FlowModel`; keyword arguments go to "
+                     f"`tfp_flows.zoo.{family.__name__}`.")
+    return build
 
 
-def glow(event_shape, **kwargs) -> FlowModel:
-    """A Glow `FlowModel`; keyword arguments go to `Glow`."""
-    return FlowModel(Glow(event_shape, **kwargs))
-
-
-def maf(event_shape, **kwargs) -> FlowModel:
-    """A MAF `FlowModel`; keyword arguments go to `MAF`."""
-    return FlowModel(MAF(event_shape, **kwargs))
-
-
-def iaf(event_shape, **kwargs) -> FlowModel:
-    """An IAF `FlowModel`; keyword arguments go to `IAF`."""
-    return FlowModel(IAF(event_shape, **kwargs))
+nice = _builder("nice")
+realnvp = _builder("realnvp")
+nsf = _builder("nsf")
+glow = _builder("glow")
+maf = _builder("maf")
+iaf = _builder("iaf")

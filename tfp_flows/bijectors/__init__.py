@@ -1,6 +1,6 @@
 """TFP bijectors of tfp_flows: stateless views over variables that Keras layers own."""
 
-from tfp_flows.bijectors.actnorm import ActNorm, data_dependent_init
+from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.additive_coupling import AdditiveCoupling
 from tfp_flows.bijectors.affine_coupling import AffineCoupling
 from tfp_flows.bijectors.coupling import Coupling
@@ -8,7 +8,15 @@ from tfp_flows.bijectors.invertible_conv1x1 import InvertibleConv1x1, lu_factors
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.reversible_chain import ReversibleChain
 from tfp_flows.bijectors.scaling import Scaling
+from tfp_flows.bijectors.shift_and_scale import ShiftAndScale
 from tfp_flows.bijectors.squeeze import Squeeze
+from tfp_flows.bijectors.transforms import (
+    AdditiveTransform,
+    AffineTransform,
+    SplineTransform,
+    Transform,
+    make_transform,
+)
 
 __all__ = [
     "ActNorm",
@@ -19,7 +27,12 @@ __all__ = [
     "MultiScale",
     "ReversibleChain",
     "Scaling",
+    "ShiftAndScale",
+    "SplineTransform",
     "Squeeze",
-    "data_dependent_init",
+    "Transform",
+    "AdditiveTransform",
+    "AffineTransform",
+    "make_transform",
     "lu_factors",
 ]

@@ -2,35 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import types
-
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-__all__ = ["ActNorm", "data_dependent_init"]
-
-# Process-wide rather than thread-local: MirroredStrategy traces each replica in a thread of its
-# own, and those threads must see a block entered around `strategy.run`.
-_state = types.SimpleNamespace(active=False)
-
-
-@contextlib.contextmanager
-def data_dependent_init():
-    """Makes every `ActNorm.inverse` traced inside the block initialise its parameters.
-
-    Inside the block, `ActNorm.inverse(x)` sets `loc` and `log_scale` from the statistics of `x`
-    so that its output has zero mean and unit variance per channel (Glow, section 3.1), then
-    returns that output. Under a `tf.distribute` strategy the statistics are all-reduced over the
-    replicas, so every replica assigns the same values. The flag is read while tracing, so the
-    training step traced outside the block carries no initialisation code.
-    """
-    previous = getattr(_state, "active", False)
-    _state.active = True
-    try:
-        yield
-    finally:
-        _state.active = previous
+__all__ = ["ActNorm"]
 
 
 def _global_moments(x: tf.Tensor, axes: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -58,16 +33,23 @@ class ActNorm(tfb.Bijector):
         log|det J_forward| = (number of positions per channel) * sum(log_scale)
 
     The parameters are read on every call, so passing Keras or TF variables makes this a
-    stateless view over them. Inside `data_dependent_init()` the inverse assigns them first.
+    stateless view over them.
+
+    Data-dependent initialisation is a mode of building the bijector: with `initialize=True`
+    the inverse first sets `loc` and `log_scale` from the statistics of its input, so that its
+    output has zero mean and unit variance per channel (Glow, section 3.1), then returns that
+    output. Under a `tf.distribute` strategy the statistics are all-reduced over the replicas,
+    so every replica assigns the same values. A bijector built with `initialize=False` (the
+    default) never assigns anything.
 
     #### Examples
 
     ```python
     loc = tf.Variable(tf.zeros([3]))
     log_scale = tf.Variable(tf.zeros([3]))
+    z = ActNorm(loc, log_scale, initialize=True).inverse(images)
+    # z has zero mean and unit variance per channel; loc and log_scale now hold the statistics.
     bijector = ActNorm(loc, log_scale)
-    with data_dependent_init():
-        z = bijector.inverse(images)   # z now has zero mean, unit variance per channel
     ```
 
     #### References
@@ -77,7 +59,7 @@ class ActNorm(tfb.Bijector):
     """
 
     def __init__(self, loc, log_scale, event_ndims: int = 3, epsilon: float = 1e-6,
-                 validate_args: bool = False, name: str = "act_norm"):
+                 initialize: bool = False, validate_args: bool = False, name: str = "act_norm"):
         parameters = dict(locals())
         if event_ndims < 1:
             raise ValueError(f"ActNorm needs event_ndims >= 1 (channels last), got {event_ndims}.")
@@ -85,6 +67,9 @@ class ActNorm(tfb.Bijector):
         self._log_scale = log_scale
         self._event_ndims = event_ndims
         self._epsilon = epsilon
+        if not isinstance(initialize, bool):
+            raise ValueError(f"initialize must be True or False, got {initialize!r}.")
+        self._initialize = initialize
         super().__init__(forward_min_event_ndims=event_ndims, is_constant_jacobian=True,
                          validate_args=validate_args, parameters=parameters, name=name)
 
@@ -109,7 +94,7 @@ class ActNorm(tfb.Bijector):
         return z * tf.exp(tf.cast(self._log_scale, z.dtype)) + loc
 
     def _inverse(self, x):
-        if getattr(_state, "active", False):
+        if self._initialize:
             self._initialize_from(x)
         loc = tf.cast(self._loc, x.dtype)
         return (x - loc) * tf.exp(-tf.cast(self._log_scale, x.dtype))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from tfp_flows.bijectors.coupling import Coupling
+from tfp_flows.bijectors.transforms import AdditiveTransform
 
 __all__ = ["AdditiveCoupling"]
 
 
 class AdditiveCoupling(Coupling):
     """x_b = z_b + m(z_a), NICE's volume-preserving coupling.
+
+    A `Coupling` with an `AdditiveTransform`:
 
         inverse (data -> latent):  z_b = x_b - m(x_a)
         forward (latent -> data):  x_b = z_b + m(z_a)
@@ -28,9 +31,6 @@ class AdditiveCoupling(Coupling):
                  event_ndims: int = 1, validate_args: bool = False,
                  name: str = "additive_coupling"):
         parameters = dict(locals())
-        super().__init__(conditioner, mask=mask, parity=parity, event_ndims=event_ndims,
-                         validate_args=validate_args, parameters=parameters, name=name,
-                         is_constant_jacobian=True)
-
-    def _transform(self, x, params, inverse: bool):
-        return (x - params if inverse else x + params), None
+        super().__init__(conditioner, AdditiveTransform(), mask=mask, parity=parity,
+                         event_ndims=event_ndims, validate_args=validate_args, name=name,
+                         parameters=parameters)

@@ -1,4 +1,4 @@
-"""What every coupling layer shares: the partition of the input and the one-pass log-det."""
+"""Coupling layers: half of the input conditions an elementwise transform of the rest."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_flows.bijectors.one_pass import OnePassBijector
+from tfp_flows.bijectors.transforms import Transform
 
 __all__ = ["Coupling", "MASKS"]
 
@@ -20,7 +21,19 @@ def checkerboard(height: int, width: int, parity: int, dtype) -> tf.Tensor:
 
 
 class Coupling(OnePassBijector):
-    """Base class of coupling bijectors: half of the input conditions a transform of the rest.
+    """A coupling bijector: half of the input conditions a transform of the rest.
+
+    With `(a, b)` the conditioning and transformed parts chosen by the mask and
+    `theta = conditioner(a)`:
+
+        inverse (data -> latent, the training pass):  z_a = x_a,  z_b = g(x_b; theta)
+        forward (latent -> data):                      x_a = z_a,  x_b = g^-1(z_b; theta)
+        log|det J_inverse| = sum log|g'(x_b; theta)|
+
+    `transform` is the elementwise g (`AffineTransform`, `AdditiveTransform`,
+    `SplineTransform`, see `tfp_flows.bijectors.transforms`); the conditioner returns
+    `transform.params_per_entry` values per transformed entry. Both directions take one pass
+    of the conditioner, and `log_prob` runs it once (see `OnePassBijector`).
 
     Masks:
     - "channel": the last axis is split in two, the first `C // 2` entries (parity 0) or the
@@ -29,28 +42,52 @@ class Coupling(OnePassBijector):
       the conditioner sees the masked image and returns parameters for every position, of
       which only the transformed positions are used (RealNVP, section 3.4).
 
-    Subclasses say how the transformed part changes given the conditioner's output, through
-    `_transform(x, params, inverse) -> (y, elementwise log|dy/dx| or None)`. The conditioner
-    runs once per call (see `OnePassBijector`).
+    A conditioned flow passes a conditioner that closes over its context; the bijector itself
+    does not know about contexts.
+
+    #### Examples
+
+    ```python
+    net = tfp_flows.nets.MLP(SplineTransform(bins=8).params_per_entry * 2)
+    bijector = Coupling(net, SplineTransform(bins=8), mask="channel", event_ndims=1)
+    ```
+
+    #### References
+
+    [1] Laurent Dinh, Jascha Sohl-Dickstein, Samy Bengio. Density estimation using Real NVP.
+        ICLR 2017. https://arxiv.org/abs/1605.08803
+    [2] Conor Durkan, Artur Bekasov, Iain Murray, George Papamakarios. Neural Spline Flows.
+        NeurIPS 2019. https://arxiv.org/abs/1906.04032
     """
 
-    def __init__(self, conditioner, *, mask: str, parity: int, event_ndims: int,
-                 validate_args: bool, parameters: dict, name: str,
-                 is_constant_jacobian: bool = False):
+    def __init__(self, conditioner, transform: Transform, *, mask: str = "channel",
+                 parity: int = 0, event_ndims: int = 3, validate_args: bool = False,
+                 name: str = "coupling", parameters: dict | None = None):
+        parameters = dict(locals()) if parameters is None else parameters
+        if not isinstance(transform, Transform):
+            raise TypeError(f"transform must be a tfp_flows.bijectors.transforms.Transform, "
+                            f"got {type(transform).__name__}.")
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
+        if event_ndims not in (1, 3):
+            raise ValueError(f"event_ndims must be 1 (vectors) or 3 (images), got {event_ndims!r}.")
         if mask == "checkerboard" and event_ndims != 3:
             raise ValueError("the checkerboard mask needs (H, W, C) events (event_ndims=3), "
                              f"got event_ndims={event_ndims}.")
-        if parity not in (0, 1):
+        if parity not in (0, 1) or isinstance(parity, bool):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}.")
         self._conditioner = conditioner
+        self._transform = transform
         self._mask = mask
         self._parity = parity
         self._event_ndims = event_ndims
         super().__init__(forward_min_event_ndims=event_ndims, validate_args=validate_args,
-                         is_constant_jacobian=is_constant_jacobian, parameters=parameters,
-                         name=name)
+                         is_constant_jacobian=transform.volume_preserving,
+                         parameters=parameters, name=name)
+
+    @property
+    def transform(self) -> Transform:
+        return self._transform
 
     @property
     def conditioner(self):
@@ -100,6 +137,3 @@ class Coupling(OnePassBijector):
         else:
             total = tf.reduce_sum(log_det, axis=event_axes)
         return y, total
-
-    def _transform(self, x, params, inverse: bool):
-        raise NotImplementedError

@@ -23,11 +23,15 @@ class ConvNet(ZeroInitStack):
             coupling: shift and scale).
         hidden_channels: width of the hidden convolutions.
         num_hidden: number of hidden convolutions; the first is 3x3, the others 1x1.
+        context_size: size K of a context vector, repeated at every pixel and concatenated
+            to the input channels (0: none).
     """
 
+    event_rank = 3
+
     def __init__(self, output_channels: int, hidden_channels: int = 512, num_hidden: int = 2,
-                 **kwargs):
-        super().__init__(**kwargs)
+                 context_size: int = 0, **kwargs):
+        super().__init__(context_size=context_size, **kwargs)
         self.output_channels = output_channels
         self.hidden_channels = hidden_channels
         self.num_hidden = num_hidden

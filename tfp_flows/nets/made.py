@@ -37,6 +37,10 @@ class MADE(keras.layers.Layer):
         params: number of parameters per dimension.
         activation: hidden activation.
         reverse: order the inputs D..1 instead of 1..D.
+        context_size: size K of a context vector (0: none). The context enters the first
+            hidden layer through an unmasked dense map, so every output may depend on it
+            (conditional MADE, as in MAF's conditional density estimation); the layer is then
+            called as `made(x, context)`.
 
     #### References
 
@@ -47,10 +51,17 @@ class MADE(keras.layers.Layer):
     """
 
     def __init__(self, event_size: int, hidden_units=(512, 512), params: int = 2,
-                 activation: str = "relu", reverse: bool = False, **kwargs):
+                 activation: str = "relu", reverse: bool = False, context_size: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
-        if event_size < 1:
-            raise ValueError(f"MADE needs event_size >= 1, got {event_size}.")
+        if isinstance(event_size, bool) or not isinstance(event_size, int) or event_size < 1:
+            raise ValueError(f"MADE needs an integer event_size >= 1, got {event_size!r}.")
+        if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 0:
+            raise ValueError(f"MADE needs an integer context_size >= 0, got {context_size!r}.")
+        if context_size and not hidden_units:
+            raise ValueError("a conditional MADE (context_size > 0) needs at least one hidden "
+                             "layer for the context to enter.")
+        self.context_size = context_size
         self.event_size = event_size
         self.hidden_units = tuple(hidden_units)
         self.params = params
@@ -78,12 +89,21 @@ class MADE(keras.layers.Layer):
                 initializer="zeros" if last else "glorot_uniform"))
             self.biases.append(self.add_weight(shape=(fan_out,), name=f"bias_{i}",
                                                initializer="zeros"))
+        if self.context_size:
+            self.context_kernel = self.add_weight(
+                shape=(self.context_size, self.hidden_units[0]), name="context_kernel",
+                initializer="glorot_uniform")
 
-    def call(self, x):
+    def call(self, x, context=None):
+        if (context is None) != (self.context_size == 0):
+            raise ValueError(f"{self.name} takes a context of size {self.context_size}; "
+                             f"got {'none' if context is None else 'one'}.")
         h = x
         for i, (kernel, bias, mask) in enumerate(
                 zip(self.kernels, self.biases, self._masks, strict=True)):
             h = keras.ops.matmul(h, kernel * keras.ops.cast(mask, kernel.dtype)) + bias
+            if i == 0 and context is not None:
+                h = h + keras.ops.matmul(keras.ops.cast(context, h.dtype), self.context_kernel)
             if i < len(self.kernels) - 1:
                 h = self.activation(h)
         # Output columns are (position, param) in natural position order: the masks already
@@ -93,4 +113,5 @@ class MADE(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "event_size": self.event_size,
                 "hidden_units": list(self.hidden_units), "params": self.params,
-                "activation": self.activation_name, "reverse": self.reverse}
+                "activation": self.activation_name, "reverse": self.reverse,
+                "context_size": self.context_size}

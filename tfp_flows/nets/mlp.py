@@ -21,11 +21,14 @@ class MLP(ZeroInitStack):
             that for an affine coupling).
         hidden_units: widths of the hidden layers.
         activation: activation of the hidden layers.
+        context_size: size K of a context vector concatenated to the input (0: none).
     """
 
+    event_rank = 1
+
     def __init__(self, output_dim: int, hidden_units=(256, 256), activation: str = "relu",
-                 **kwargs):
-        super().__init__(**kwargs)
+                 context_size: int = 0, **kwargs):
+        super().__init__(context_size=context_size, **kwargs)
         self.output_dim = output_dim
         self.hidden_units = tuple(hidden_units)
         self.activation = activation

@@ -1,0 +1,239 @@
+"""The steps flows are made of: Keras layers that own their weights and return their bijectors.
+
+A step is a layer with `bijectors(context=None, initialize=False)`, the list of TFP bijectors
+it contributes, in data -> latent order (`tfb.Chain(list).inverse` applies `list[0]`'s inverse
+first). The bijectors are stateless views over the step's variables, built anew per call, so
+the same step serves any context: `context` is a float tensor `(batch or 1, K)` that the step
+hands to every conditioner, or None for an unconditional flow. `initialize=True` builds
+ActNorm in its data-dependent initialisation mode (see `tfp_flows.bijectors.ActNorm`).
+
+`ScaleLevel` is the one step that nests: `bijector(context, initialize, inner)` factors out
+half of its channels and hands the rest to `inner`, the bijector of every step after it.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from tensorflow_probability import bijectors as tfb
+
+from tfp_flows.bijectors import (
+    ActNorm,
+    AffineTransform,
+    Coupling,
+    InvertibleConv1x1,
+    MultiScale,
+    Scaling,
+    ShiftAndScale,
+    SplineTransform,
+    Transform,
+    lu_factors,
+)
+from tfp_flows.nets import MADE, MLP, ConvNet
+
+__all__ = ["AutoregressiveStep", "ConditionalPrior", "CouplingStep", "GlowStep", "ScaleLevel",
+           "ScalingStep", "conditioner_of"]
+
+
+def conditioner_of(net: keras.layers.Layer, context):
+    """`net` as a function of its input alone, with `context` bound when there is one."""
+    if context is None:
+        return net
+    return lambda inputs: net(inputs, context)
+
+
+def _constant_weight(layer: keras.layers.Layer, value: np.ndarray, name: str, trainable: bool):
+    return layer.add_weight(shape=value.shape, name=name, trainable=trainable,
+                            initializer=lambda shape, dtype=None: np.asarray(value, "float32"))
+
+
+class CouplingStep(keras.layers.Layer):
+    """A coupling layer and the conditioner network that it owns.
+
+    Args:
+        transform: the elementwise transform (`AffineTransform`, `AdditiveTransform`,
+            `SplineTransform`); it sets the conditioner's output width.
+        channels: size of the last axis of the events this step sees.
+        mask: "channel" or "checkerboard" (images only).
+        parity: which half conditions (0 or 1).
+        event_rank: 1 for vectors (an `MLP` conditioner), 3 for images (a `ConvNet`).
+        hidden: width of the conditioner's hidden layers.
+        num_hidden: number of hidden layers.
+        context_size: size of the context vector the conditioner sees (0: none).
+    """
+
+    def __init__(self, transform: Transform, channels: int, *, mask: str = "channel",
+                 parity: int = 0, event_rank: int = 1, hidden: int = 256, num_hidden: int = 2,
+                 context_size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.transform = transform
+        self.mask, self.parity, self.event_rank = mask, parity, event_rank
+        transformed = (channels if mask == "checkerboard"
+                       else Coupling.conditioned_size(channels, parity)[1])
+        width = transform.params_per_entry * transformed
+        self.net = (MLP(width, (hidden,) * num_hidden, context_size=context_size, name="net")
+                    if event_rank == 1 else
+                    ConvNet(width, hidden, num_hidden, context_size=context_size, name="net"))
+
+    def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        return [Coupling(conditioner_of(self.net, context), self.transform, mask=self.mask,
+                         parity=self.parity, event_ndims=self.event_rank)]
+
+
+class GlowStep(keras.layers.Layer):
+    """One step of Glow: ActNorm, an invertible 1x1 convolution, a channel-mask coupling.
+
+    Args:
+        transform: the coupling's elementwise transform.
+        channels: channels (last axis) of the events this step sees.
+        event_rank: 1 for vectors, 3 for images.
+        hidden: width of the coupling's conditioner.
+        lu: LU-parametrised 1x1 convolution (Glow's default) instead of a dense matrix.
+        context_size: size of the context vector the conditioner sees (0: none).
+    """
+
+    def __init__(self, transform: Transform, channels: int, *, event_rank: int = 3,
+                 hidden: int = 512, lu: bool = True, context_size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.event_rank = event_rank
+        # "only_first_replica" lets the data-dependent initialisation assign in replica context.
+        self.loc, self.log_scale = (
+            self.add_weight(shape=(channels,), initializer="zeros", name=f"actnorm_{p}",
+                            aggregation="only_first_replica") for p in ("loc", "log_scale"))
+        rotation = keras.ops.convert_to_numpy(
+            keras.initializers.Orthogonal()((channels, channels)))
+        if lu:
+            fixed = ("permutation", "sign_diag")
+            self.conv = {key: _constant_weight(self, value, f"conv1x1_{key}", key not in fixed)
+                         for key, value in lu_factors(rotation).items()}
+        else:
+            self.conv = {"weight": _constant_weight(self, rotation, "conv1x1_weight", True)}
+        self.coupling = CouplingStep(transform, channels, event_rank=event_rank, hidden=hidden,
+                                     num_hidden=2, context_size=context_size, name="coupling")
+
+    def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        ndims = self.event_rank
+        return [ActNorm(self.loc, self.log_scale, event_ndims=ndims, initialize=initialize),
+                InvertibleConv1x1(**self.conv, event_ndims=ndims),
+                *self.coupling.bijectors(context)]
+
+
+class AutoregressiveStep(keras.layers.Layer):
+    """A masked autoregressive layer (MAF) with its MADE, over vectors.
+
+    Built on TFP's `tfb.MaskedAutoregressiveFlow`: the inverse (density) is one pass, the
+    forward (sampling) D passes. `reverse=True` orders the variables D..1, so stacked layers
+    alternate orders.
+
+    Args:
+        transform: `AffineTransform` (MAF's shift and unbounded log-scale, whatever the
+            transform's `scale_fn`) or
+            `SplineTransform` (a rational-quadratic autoregressive flow).
+        event_size: D.
+        hidden: width of MADE's hidden layers.
+        num_hidden: number of hidden layers.
+        reverse: reverse the variable order.
+        context_size: size of the context vector MADE sees (0: none).
+    """
+
+    def __init__(self, transform: Transform, event_size: int, *, hidden: int = 512,
+                 num_hidden: int = 2, reverse: bool = False, context_size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(transform, (AffineTransform, SplineTransform)):
+            raise ValueError(f"an autoregressive step takes an affine or a spline transform, "
+                             f"got {transform!r}.")
+        self.transform = transform
+        self.made = MADE(event_size, (hidden,) * num_hidden, params=transform.params_per_entry,
+                         reverse=reverse, context_size=context_size, name="made")
+
+    def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        made = conditioner_of(self.made, context)
+        transform = self.transform
+        # tfb.MaskedAutoregressiveFlow calls the function on the same tensor for the inverse
+        # and again for its log-det; keeping the last result runs MADE once per log_prob. It
+        # lives as long as the bijector, like TFP's own cache.
+        last = {}
+
+        def parameters(x):
+            if last.get("x") is not x:
+                params = keras.ops.cast(made(x), x.dtype)
+                last.update(x=x, params=[params[..., k] for k in range(params.shape[-1])])
+            return last["params"]
+
+        if isinstance(transform, AffineTransform):
+            return [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=parameters)]
+
+        def bijector_fn(x, **kwargs):
+            # MAF's x -> z is the inverse of this bijector; the spline runs data -> latent.
+            return tfb.Invert(transform.spline(keras.ops.concatenate(parameters(x), -1)))
+
+        return [tfb.MaskedAutoregressiveFlow(bijector_fn=bijector_fn)]
+
+
+class ScalingStep(keras.layers.Layer):
+    """NICE's diagonal scaling, a learned log-scale per dimension."""
+
+    def __init__(self, size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.log_scale = self.add_weight(shape=(size,), initializer="zeros", name="log_scale")
+
+    def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        return [Scaling(self.log_scale)]
+
+
+class ConditionalPrior(keras.layers.Layer):
+    """The top latent's mean and log-scale predicted from the context (Glow, section 5).
+
+    Glow's class-conditional prior: a zero-initialised dense map from the context (a one-hot
+    class label, or any context vector) to a per-channel mean and log-scale of the top level,
+    broadcast over its positions. As the last layer of the flow it makes the standard normal
+    base N(mu(c), sigma(c)^2) on the top latent.
+
+    Args:
+        channels: channels of the top level.
+        event_rank: 1 for vectors, 3 for images.
+        context_size: size of the context vector.
+    """
+
+    def __init__(self, channels: int, *, event_rank: int, context_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.event_rank = event_rank
+        self.channels = channels
+        self.dense = keras.layers.Dense(2 * channels, kernel_initializer="zeros", name="dense")
+        self.dense.build((None, context_size))
+
+    def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        if context is None:
+            raise ValueError("ConditionalPrior needs a context.")
+        params = self.dense(context)
+        params = keras.ops.reshape(params, (-1, *(1,) * (self.event_rank - 1), 2 * self.channels))
+        loc, log_scale = keras.ops.split(params, 2, axis=-1)
+        return [ShiftAndScale(loc, log_scale, event_ndims=self.event_rank)]
+
+
+class ScaleLevel(keras.layers.Layer):
+    """One scale of a multi-scale flow: squeeze, `steps`, factor out half of the channels.
+
+    Args:
+        steps: the step layers that run after the squeeze, on (H/2, W/2, 4C).
+        split_prior: a layer giving the factored-out half's mean and log-scale from the kept
+            half (Glow's learned prior, called as `split_prior(h_keep[, context])`), or None
+            for a standard normal.
+        reversible: chain the steps with memory-saving gradients (`ReversibleChain`).
+    """
+
+    def __init__(self, steps: list, split_prior=None, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = list(steps)
+        self.split_prior = split_prior
+
+    def bijector(self, context=None, initialize: bool = False, inner=None,
+                 chain=tfb.Chain) -> tfb.Bijector:
+        """The level as a `MultiScale` bijector whose kept half goes through `inner`.
+
+        `chain(bijectors, event_ndims)` composes the steps (plain or reversible).
+        """
+        flow = chain([b for step in self.steps for b in step.bijectors(context, initialize)], 3)
+        prior = (None if self.split_prior is None
+                 else conditioner_of(self.split_prior, context))
+        return MultiScale(flow, inner=inner, split_prior=prior)
