@@ -132,30 +132,18 @@ def make_data(flow: str, cfg: argparse.Namespace, directory: str) -> datasets.Sp
 
 # ------------------------------------------------------------------------------ builders
 
-def _glow_level_channels(cfg) -> list[tuple[int, int, int]]:
-    """(height, width, channels) after each level's squeeze."""
-    height, width, channels = cfg.glow_shape
-    shapes = []
-    for _ in range(cfg.glow_levels):
-        height, width, channels = height // 2, width // 2, channels * 4
-        shapes.append((height, width, channels))
-        channels //= 2
-    return shapes
+def conditioner_inputs(model) -> list[tuple]:
+    """(conditioner, the input shape it was built for) for every network of our flow."""
+    return [(net, tuple(net.get_build_config()["input_shape"][1:]))
+            for net in model.flow.conditioners]
 
 
 def build_glow(cfg) -> tuple[Contender, Contender]:
     shape, levels, depth, hidden = cfg.glow_shape, cfg.glow_levels, cfg.glow_depth, cfg.glow_hidden
     keras.utils.set_random_seed(0)
-    model = tfp_flows.glow(shape, levels=levels, depth=depth, hidden=hidden, num_levels=256)
-    level_shapes = _glow_level_channels(cfg)
-    ours_nets = []
-    for level, (h, w, c) in enumerate(level_shapes):
-        ours_nets += [(net, (h, w, c // 2))
-                      for net in model.flow.nets[level * depth:(level + 1) * depth]]
-        if level < levels - 1:
-            ours_nets.append((model.flow.priors[level], (h, w, c // 2)))
+    model = tfp_flows.glow(shape, num_scales=levels, depth=depth, hidden=hidden, num_levels=256)
     ours = Contender(model.log_prob, model.trainable_variables,
-                     lambda n: model.sample(n, seed=1), ours_nets,
+                     lambda n: model.sample(n, seed=1), conditioner_inputs(model),
                      lambda x: model.initialize_from_data(x.numpy()), model)
 
     def coupling_net(input_shape):
@@ -191,10 +179,9 @@ def build_realnvp(cfg) -> tuple[Contender, Contender]:
     dim, couplings, hidden = cfg.dim, cfg.couplings, cfg.vector_hidden
     keras.utils.set_random_seed(0)
     model = tfp_flows.realnvp((dim,), num_couplings=couplings, hidden=hidden, num_hidden=2)
-    ours_nets = [(net, (dim // 2 if i % 2 == 0 else dim - dim // 2,))
-                 for i, net in enumerate(model.flow.nets)]
     ours = Contender(model.log_prob, model.trainable_variables,
-                     lambda n: model.sample(n, seed=1), ours_nets, lambda x: None, model)
+                     lambda n: model.sample(n, seed=1), conditioner_inputs(model), lambda x: None,
+                     model)
 
     templates, layers = [], []
     for i in range(couplings):
@@ -227,7 +214,7 @@ def build_maf(cfg) -> tuple[Contender, Contender]:
     keras.utils.set_random_seed(0)
     model = tfp_flows.maf((dim,), num_layers=num_layers, hidden=hidden, num_hidden=2)
     ours = Contender(model.log_prob, model.trainable_variables,
-                     lambda n: model.sample(n, seed=1), [(m, (dim,)) for m in model.flow.mades],
+                     lambda n: model.sample(n, seed=1), conditioner_inputs(model),
                      lambda x: None, model)
     mades, layers = [], []
     for i in range(num_layers):
@@ -351,7 +338,7 @@ def reversible_memory(cfg) -> dict:
     for reversible in (False, True):
         for depth in cfg.reversible_depths:
             keras.utils.set_random_seed(0)
-            model = tfp_flows.glow(cfg.glow_shape, levels=cfg.glow_levels, depth=depth,
+            model = tfp_flows.glow(cfg.glow_shape, num_scales=cfg.glow_levels, depth=depth,
                                    hidden=cfg.glow_hidden, num_levels=256, reversible=reversible)
             step = train_step_fn(model.log_prob, model.trainable_variables, cfg.jit, 1e-4)
             step(x).numpy()  # the trace allocates too; measure the steady state

@@ -83,7 +83,7 @@ def build(name: str, args) -> tuple[keras.Model, tuple | None, str]:
                                   num_levels=NUM_LEVELS), (PIXELS,),
                 f"RealNVP, 5 affine couplings on the 784-vector, conditioners 2x{args.hidden} "
                 f"ReLU, tanh log-scale, logit preprocessing")
-    return (tfp_flows.realnvp(EVENT_SHAPE, levels=2, hidden=args.conv_hidden, num_hidden=2,
+    return (tfp_flows.realnvp(EVENT_SHAPE, num_scales=2, hidden=args.conv_hidden, num_hidden=2,
                               num_levels=NUM_LEVELS), None,
             f"RealNVP multi-scale, 2 levels (3 checkerboard + 3 channel couplings, split, "
             f"4 checkerboard), conv conditioners {args.conv_hidden} channels, logit "

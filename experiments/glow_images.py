@@ -89,7 +89,7 @@ def train_glow(args: argparse.Namespace) -> tuple[keras.Model, dict]:
     keras.utils.set_random_seed(args.seed)
     splits = common.fashion_mnist_splits(args.data_dir, args.train_examples, args.test_examples,
                                          args.batch_size, args.seed)
-    model = tfp_flows.glow(EVENT_SHAPE, levels=2, depth=args.depth, hidden=args.hidden,
+    model = tfp_flows.glow(EVENT_SHAPE, num_scales=2, depth=args.depth, hidden=args.hidden,
                            num_levels=NUM_LEVELS)
     fit = common.train(model, splits, epochs=args.epochs, learning_rate=args.learning_rate,
                        patience=args.patience)

@@ -24,7 +24,7 @@ CASES = {
                 VECTOR, lambda: keras.optimizers.SGD(0.05)),
     "realnvp_adam": (lambda: tfp_flows.realnvp(VECTOR, num_couplings=2, hidden=16, num_hidden=1),
                      VECTOR, lambda: keras.optimizers.Adam(1e-2)),
-    "glow": (lambda: tfp_flows.glow(IMAGE, levels=2, depth=1, hidden=8, num_levels=17), IMAGE,
+    "glow": (lambda: tfp_flows.glow(IMAGE, num_scales=2, depth=1, hidden=8, num_levels=17), IMAGE,
              lambda: keras.optimizers.SGD(1e-2)),
     "maf": (lambda: tfp_flows.maf(VECTOR, num_layers=2, hidden=16, num_hidden=1), VECTOR,
             lambda: keras.optimizers.SGD(0.05)),

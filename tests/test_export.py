@@ -15,9 +15,9 @@ import tfp_flows
 
 BUILDERS = {
     "nice": lambda: tfp_flows.nice((4,), num_couplings=2, hidden=16, num_hidden=1),
-    "realnvp": lambda: tfp_flows.realnvp((4, 4, 1), levels=2, hidden=8, num_hidden=1,
+    "realnvp": lambda: tfp_flows.realnvp((4, 4, 1), num_scales=2, hidden=8, num_hidden=1,
                                          num_levels=17),
-    "glow": lambda: tfp_flows.glow((8, 8, 1), levels=2, depth=1, hidden=8, num_levels=17),
+    "glow": lambda: tfp_flows.glow((8, 8, 1), num_scales=2, depth=1, hidden=8, num_levels=17),
     "maf": lambda: tfp_flows.maf((4,), num_layers=2, hidden=16, num_hidden=1),
     "iaf": lambda: tfp_flows.iaf((4,), num_layers=2, hidden=16, num_hidden=1),
 }

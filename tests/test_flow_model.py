@@ -12,7 +12,7 @@ import tfp_flows
 BUILDERS = {
     "nice": lambda: tfp_flows.nice((4,), hidden=8, num_hidden=1),
     "realnvp": lambda: tfp_flows.realnvp((4,), hidden=8),
-    "glow": lambda: tfp_flows.glow((4, 4, 1), levels=2, depth=1, hidden=8, num_levels=17),
+    "glow": lambda: tfp_flows.glow((4, 4, 1), num_scales=2, depth=1, hidden=8, num_levels=17),
     "maf": lambda: tfp_flows.maf((4,), hidden=8),
     "iaf": lambda: tfp_flows.iaf((4,), hidden=8),
 }
@@ -84,12 +84,13 @@ def test_actnorm_initialisation_standardises_the_first_batch():
     assert not bool(model.data_initialized.numpy())
     model.initialize_from_data(x, batch_size=64)
     assert bool(model.data_initialized.numpy())
-    actnorm = next(v for v in model.flow.actnorms[0])
-    assert float(tf.reduce_max(tf.abs(actnorm))) > 0
+    first_step = model.flow.steps[0].steps[0]
+    actnorm = [first_step.loc, first_step.log_scale]
+    assert float(tf.reduce_max(tf.abs(actnorm[0]))) > 0
     # Running it again is a no-op: the flag guards it.
-    before = [v.numpy().copy() for v in model.flow.actnorms[0]]
+    before = [v.numpy().copy() for v in actnorm]
     model.initialize_from_data(_data(model, seed=9), batch_size=64)
-    for old, variable in zip(before, model.flow.actnorms[0], strict=True):
+    for old, variable in zip(before, actnorm, strict=True):
         np.testing.assert_array_equal(old, variable.numpy())
 
 
@@ -164,7 +165,7 @@ def test_compile_refuses_a_loss():
 
 
 def test_trainable_variables_are_keras_owned_and_complete():
-    model = tfp_flows.glow((4, 4, 1), levels=2, depth=1, hidden=8, num_levels=17)
+    model = tfp_flows.glow((4, 4, 1), num_scales=2, depth=1, hidden=8, num_levels=17)
     names = [v.path for v in model.trainable_variables]
     assert len(names) == len(set(names))
     assert any("actnorm" in n for n in names) and any("conv1x1" in n for n in names)

@@ -19,8 +19,8 @@ STEPS = 4
 BUILDERS = {
     "nice": lambda: tfp_flows.nice((4,), hidden=16, num_hidden=2),
     "realnvp": lambda: tfp_flows.realnvp((4,), hidden=16),
-    "realnvp_image": lambda: tfp_flows.realnvp((4, 4, 1), levels=2, hidden=8, num_levels=17),
-    "glow": lambda: tfp_flows.glow((4, 4, 1), levels=2, depth=2, hidden=8, num_levels=17),
+    "realnvp_image": lambda: tfp_flows.realnvp((4, 4, 1), num_scales=2, hidden=8, num_levels=17),
+    "glow": lambda: tfp_flows.glow((4, 4, 1), num_scales=2, depth=2, hidden=8, num_levels=17),
     "maf": lambda: tfp_flows.maf((4,), hidden=16),
     "iaf": lambda: tfp_flows.iaf((4,), hidden=16),
 }
@@ -36,11 +36,6 @@ def _data(model: FlowModel, n: int = BATCH * STEPS, seed: int = 0) -> np.ndarray
     if model.flow.num_levels is None:
         return rng.standard_normal(shape).astype("float32")
     return (rng.integers(0, 17, shape) + rng.random(shape)).astype("float32")
-
-
-def _conditioners(model: FlowModel) -> list:
-    flow = model.flow
-    return [*getattr(flow, "nets", []), *getattr(flow, "priors", []), *getattr(flow, "mades", [])]
 
 
 @contextlib.contextmanager
@@ -95,7 +90,7 @@ def test_fit_traces_train_step_once(fitted):
 @pytest.mark.parametrize("fitted", ONE_PASS, indirect=True)
 def test_train_step_runs_each_conditioner_once(fitted):
     _, model, _, record = fitted
-    nets = _conditioners(model)
+    nets = model.flow.conditioners
     assert nets
     assert {id(net): 1 for net in nets} == dict(record["calls"])
 
@@ -156,7 +151,7 @@ def test_mixed_bfloat16_runs_networks_in_bf16_and_matches_float32(float32_policy
     _, initial, nll32 = _train_realnvp("float32", x, steps=40)
     mixed, _, nll16 = _train_realnvp("mixed_bfloat16", x, steps=40)
 
-    net = mixed.flow.nets[0]
+    net = mixed.flow.conditioners[0]
     assert net.compute_dtype == "bfloat16"
     assert net(tf.constant(x[:2, :2])).dtype == tf.bfloat16
     assert all(v.dtype == "float32" for v in mixed.trainable_variables)

@@ -20,9 +20,9 @@ VECTOR_BUILDERS = {
 
 IMAGE_BUILDERS = {
     "nice": lambda: tfp_flows.nice((4, 4, 1), hidden=16, num_hidden=2, num_levels=17),
-    "realnvp": lambda: tfp_flows.realnvp((4, 4, 1), levels=2, hidden=8, num_levels=17),
-    "glow": lambda: tfp_flows.glow((4, 4, 1), levels=2, depth=2, hidden=8, num_levels=17),
-    "glow_logit": lambda: tfp_flows.glow((4, 4, 2), levels=1, depth=2, hidden=8, num_levels=256,
+    "realnvp": lambda: tfp_flows.realnvp((4, 4, 1), num_scales=2, hidden=8, num_levels=17),
+    "glow": lambda: tfp_flows.glow((4, 4, 1), num_scales=2, depth=2, hidden=8, num_levels=17),
+    "glow_logit": lambda: tfp_flows.glow((4, 4, 2), num_scales=1, depth=2, hidden=8, num_levels=256,
                                          preprocessing="logit", split_prior=False, lu=False),
 }
 
@@ -152,26 +152,26 @@ def test_image_builders_default_to_the_papers(family):
     config = {"glow": tfp_flows.Glow, "realnvp": tfp_flows.RealNVP,
               "nice": tfp_flows.NICE}[family]((32, 32, 3)).get_config()
     if family == "glow":
-        assert (config["levels"], config["depth"], config["hidden"]) == (3, 32, 512)
-        assert config["lu"] and config["coupling"] == "affine"
+        assert (config["num_scales"], config["depth"], config["hidden"]) == (3, 32, 512)
+        assert config["lu"] and config["transform"] == "affine"
     if family == "nice":
         assert config["num_couplings"] == 4
     if family == "realnvp":
-        assert config["levels"] == 3
+        assert config["num_scales"] == 3
 
 
 def test_maf_default_has_five_made_layers():
-    assert len(tfp_flows.MAF((3,)).mades) == 5
+    assert len(tfp_flows.MAF((3,)).conditioners) == 5
 
 
 @pytest.mark.parametrize("builder, message", [
-    (lambda: tfp_flows.glow((6, 6, 1), levels=2), "divisible by 4"),
-    (lambda: tfp_flows.realnvp((6, 6, 1), levels=3), "divisible by 4"),
+    (lambda: tfp_flows.glow((6, 6, 1), num_scales=2), "divisible by 4"),
+    (lambda: tfp_flows.realnvp((6, 6, 1), num_scales=3), "divisible by 4"),
     (lambda: tfp_flows.maf((4, 4, 1)), "vector events"),
     (lambda: tfp_flows.iaf((4, 4, 1)), "vector events"),
     (lambda: tfp_flows.nice((1,)), "at least 2"),
     (lambda: tfp_flows.glow((4, 4)), r"\(D,\) or \(H, W, C\)"),
-    (lambda: tfp_flows.glow((4,), coupling="quadratic"), "affine"),
+    (lambda: tfp_flows.glow((4,), transform="quadratic"), "affine"),
     (lambda: tfp_flows.realnvp((4, 4, 1), preprocessing="sqrt"), "preprocessing"),
 ])
 def test_builders_reject_bad_configurations(builder, message):

@@ -20,43 +20,83 @@ def _event_spec(shape: tuple[int, ...], name: str) -> tf.TensorSpec:
     return tf.TensorSpec([None, *shape], tf.float32, name=name)
 
 
+def _context_spec(model: FlowModel) -> list[tf.TensorSpec]:
+    """The context input of every signature: none, int32 labels [batch], or float [batch, K]."""
+    if not model.is_conditional:
+        return []
+    if model.flow.num_classes:
+        return [tf.TensorSpec([None], tf.int32, name="context")]
+    return [tf.TensorSpec([None, model.flow.context_size], tf.float32, name="context")]
+
+
+def _checked_context(model: FlowModel, context, batch):
+    """Fails unless the context has batch size 1 or `batch`, and labels are in range."""
+    if not context:
+        return None
+    (context,) = context
+    size = tf.shape(context)[0]
+    checks = [tf.debugging.Assert(
+        (size == 1) | (size == batch),
+        ["the context needs batch size 1 or the batch size of the other input; got", size,
+         "and", batch])]
+    if model.flow.num_classes:
+        checks.append(tf.debugging.assert_less(
+            context, model.flow.num_classes, message="class labels must be < num_classes"))
+        checks.append(tf.debugging.assert_non_negative(
+            context, message="class labels must be >= 0"))
+    with tf.control_dependencies(checks):
+        return tf.identity(context)
+
+
 def _serving_functions(model: FlowModel) -> dict:
     """The signatures' concrete functions, traced over the model's current variables."""
     event_shape, latent_shape = model.event_shape, model.latent_shape
+    context_spec = _context_spec(model)
     # Every input goes through tf.ensure_shape: loaded signatures and the C++ session loader of
     # TF Serving and saved_model_cli feed tensors without checking them against the signature,
     # and the graph's static shapes would then lie. EnsureShape fails with "Shape of tensor x
     # [2,4,4,1] is not compatible with expected shape [?,8,8,1]" instead of an error deep in
     # the flow, or none at all. autograph=False: the flows have no tensor-dependent Python
     # control flow, and converting TFP's call stack only costs tracing time.
-    @tf.function(autograph=False, input_signature=[_event_spec(event_shape, "x")])
-    def log_prob(x):
-        log_p = model.log_prob(tf.ensure_shape(x, [None, *event_shape]))
+    def inputs(tensor, shape, context):
+        tensor = tf.ensure_shape(tensor, [None, *shape])
+        context = [tf.ensure_shape(c, spec.shape) for c, spec in zip(context, context_spec,
+                                                                    strict=True)]
+        return tensor, _checked_context(model, context, tf.shape(tensor)[0])
+
+    @tf.function(autograph=False,
+                 input_signature=[_event_spec(event_shape, "x"), *context_spec])
+    def log_prob(x, *context):
+        log_p = model._log_prob(*inputs(x, event_shape, context))
         return {"log_prob": log_p, "bits_per_dim": model.bits_per_dim(log_p)}
 
     @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([], tf.int32, name="n"),
         tf.TensorSpec([], tf.float32, name="temperature"),
-        tf.TensorSpec([], tf.int64, name="seed")])
-    def sample(n, temperature, seed):
+        tf.TensorSpec([], tf.int64, name="seed"), *context_spec])
+    def sample(n, temperature, seed, *context):
         n, temperature, seed = (tf.ensure_shape(t, []) for t in (n, temperature, seed))
         checks = [
             tf.debugging.assert_positive(n, message="sample expects n >= 1"),
             tf.debugging.assert_positive(temperature, message="sample expects temperature > 0"),
         ]
         with tf.control_dependencies(checks):
-            shape = tf.concat([[n], tf.constant(latent_shape, tf.int32)], axis=0)
-            # Stateless sampling: the same seed gives the same samples in every runtime.
-            z = tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)]))
-        return {"x": model.bijector.forward(z * temperature)}
+            # The same noise as FlowModel.sample(n, seed=seed): equal seeds, equal samples.
+            z = model.latent_noise(n, temperature, seed)
+        _, context = inputs(z, latent_shape, context)
+        return {"x": model.flow.bijector(context).forward(z)}
 
-    @tf.function(autograph=False, input_signature=[_event_spec(event_shape, "x")])
-    def encode(x):
-        return {"z": model.encode(tf.ensure_shape(x, [None, *event_shape]))}
+    @tf.function(autograph=False,
+                 input_signature=[_event_spec(event_shape, "x"), *context_spec])
+    def encode(x, *context):
+        x, context = inputs(x, event_shape, context)
+        return {"z": model.flow.bijector(context).inverse(x)}
 
-    @tf.function(autograph=False, input_signature=[_event_spec(latent_shape, "z")])
-    def decode(z):
-        return {"x": model.decode(tf.ensure_shape(z, [None, *latent_shape]))}
+    @tf.function(autograph=False,
+                 input_signature=[_event_spec(latent_shape, "z"), *context_spec])
+    def decode(z, *context):
+        z, context = inputs(z, latent_shape, context)
+        return {"x": model.flow.bijector(context).forward(z)}
 
     log_prob = log_prob.get_concrete_function()
     return {"serving_default": log_prob, "log_prob": log_prob,
@@ -72,9 +112,14 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
     - `serving_default`, `log_prob`: x float32 [batch, *event_shape] ->
       log_prob float32 [batch] (nats), bits_per_dim float32 [batch].
     - `sample`: n int32 scalar, temperature float32 scalar, seed int64 scalar ->
-      x float32 [n, *event_shape]; the same seed gives the same samples.
+      x float32 [n, *event_shape]; the same seed gives the same samples, and the same
+      samples as `model.sample(n, temperature=t, seed=seed)` in Python.
     - `encode`: x float32 [batch, *event_shape] -> z float32 [batch, *latent_shape].
     - `decode`: z float32 [batch, *latent_shape] -> x float32 [batch, *event_shape].
+
+    A conditional model's signatures all take one more input, `context`: int32 class labels
+    [batch] (`num_classes` models) or float32 vectors [batch, K] (`context_shape` models),
+    with batch size 1 (one context for every example or sample) or that of the other input.
 
     Inputs of the wrong dtype are rejected by the signature; inputs of the wrong event shape
     fail with an InvalidArgumentError naming the expected shape. The graph reads the current

@@ -23,7 +23,8 @@ from tensorflow_probability import bijectors as tfb
 from tfp_flows.bijectors import ReversibleChain, make_transform
 from tfp_flows.bijectors.transforms import SCALE_FUNCTIONS, TRANSFORMS
 from tfp_flows.flow_model import FlowModel
-from tfp_flows.nets import ConvNet
+from tfp_flows.nets import MADE, ConvNet
+from tfp_flows.nets.stack import ZeroInitStack
 from tfp_flows.steps import (
     AutoregressiveStep,
     ConditionalPrior,
@@ -143,6 +144,12 @@ class Flow(keras.layers.Layer):
     @property
     def is_image(self) -> bool:
         return len(self.event_shape) == 3
+
+    @property
+    def conditioners(self) -> list[keras.layers.Layer]:
+        """Every conditioner network of the flow (coupling nets, MADEs, split priors)."""
+        return [layer for layer in self._flatten_layers(include_self=False)
+                if isinstance(layer, (ZeroInitStack, MADE))]
 
     def get_config(self):
         return {**super().get_config(), "event_shape": list(self.event_shape),

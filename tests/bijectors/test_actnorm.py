@@ -6,7 +6,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfp_flows.bijectors import ActNorm, data_dependent_init
+from tfp_flows.bijectors import ActNorm
 
 SHAPES = [  # (batch_shape, event_shape)
     ((3,), (2, 2, 3)),
@@ -21,6 +21,12 @@ def _actnorm(channels: int, event_ndims: int, dtype, seed: int = 0):
     loc = tf.Variable(rng.normal(size=channels), dtype=dtype)
     log_scale = tf.Variable(rng.normal(scale=0.5, size=channels), dtype=dtype)
     return ActNorm(loc, log_scale, event_ndims=event_ndims)
+
+
+def _initializing(bijector: ActNorm) -> ActNorm:
+    """The same bijector over the same variables, built in initialisation mode."""
+    return ActNorm(bijector.loc, bijector.log_scale, event_ndims=bijector.forward_min_event_ndims,
+                   initialize=True)
 
 
 def _channel_data(shape, seed: int, dtype) -> tf.Tensor:
@@ -70,8 +76,7 @@ def test_data_dependent_init_standardises_each_channel(batch, spatial, channels,
     event_ndims = len(spatial) + 1
     bijector = _actnorm(channels, event_ndims, dtype)
     x = _channel_data((batch, *spatial, channels), 3, dtype)
-    with data_dependent_init():
-        z = bijector.inverse(x)
+    z = _initializing(bijector).inverse(x)
     _assert_standardised(z.numpy(), x)
     _assert_standardised(bijector.inverse(tf.identity(x)).numpy(), x)
     axes = tuple(range(len(x.shape) - 1))
@@ -80,7 +85,7 @@ def test_data_dependent_init_standardises_each_channel(batch, spatial, channels,
 
 
 @pytest.mark.parametrize("event_ndims", [1, 3])
-def test_inverse_outside_the_block_leaves_variables_alone(event_ndims, dtype):
+def test_inverse_without_initialize_leaves_variables_alone(event_ndims, dtype):
     bijector = _actnorm(3, event_ndims, dtype)
     before = [bijector.loc.numpy(), bijector.log_scale.numpy()]
     shape = (4, 2, 2, 3) if event_ndims == 3 else (4, 3)
@@ -89,19 +94,25 @@ def test_inverse_outside_the_block_leaves_variables_alone(event_ndims, dtype):
     np.testing.assert_array_equal(bijector.log_scale.numpy(), before[1])
 
 
-def test_flag_is_read_while_tracing():
+def test_initialisation_mode_is_fixed_when_the_bijector_is_built():
+    """No process-wide state: a bijector built without initialize never assigns, traced or
+    not, while another one over the same variables initialises them."""
     bijector = _actnorm(2, 3, tf.float32)
     x = _channel_data((4, 2, 2, 2), 5, tf.float32)
-    traced_outside = tf.function(bijector.inverse)
-    traced_outside(x)
+    traced = tf.function(bijector.inverse)
+    traced(x)
     before = bijector.loc.numpy()
-    with data_dependent_init():
-        traced_outside(x)
-    np.testing.assert_array_equal(bijector.loc.numpy(), before)
-
-    with data_dependent_init():
-        z = tf.function(bijector.inverse)(x)
+    z = tf.function(_initializing(bijector).inverse)(x)
     _assert_standardised(z.numpy(), x)
+    assert not np.allclose(bijector.loc.numpy(), before)
+    after = bijector.loc.numpy()
+    traced(x + 1.0)
+    np.testing.assert_array_equal(bijector.loc.numpy(), after)
+
+
+def test_initialize_must_be_a_boolean():
+    with pytest.raises(ValueError, match="initialize must be True or False"):
+        ActNorm(tf.Variable([0.0]), tf.Variable([0.0]), initialize="yes")
 
 
 def test_mirrored_strategy_all_reduces_the_statistics():
@@ -113,7 +124,7 @@ def test_mirrored_strategy_all_reduces_the_statistics():
         loc = tf.Variable(tf.zeros([3]), aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         log_scale = tf.Variable(tf.zeros([3]),
                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    bijector = ActNorm(loc, log_scale, event_ndims=3)
+    bijector = ActNorm(loc, log_scale, event_ndims=3, initialize=True)
     x = _channel_data((4, 2, 2, 3), 6, tf.float32).numpy()
     x[2:] += 5.0  # the halves differ, so per-replica statistics would give other values
     halves = [x[:2], x[2:]]
@@ -124,8 +135,7 @@ def test_mirrored_strategy_all_reduces_the_statistics():
     def initialise(values):
         strategy.run(bijector.inverse, args=(values,))
 
-    with data_dependent_init():
-        initialise(per_replica)
+    initialise(per_replica)
 
     mean = x.mean(axis=(0, 1, 2))
     log_std = 0.5 * np.log(x.var(axis=(0, 1, 2)) + 1e-6)
