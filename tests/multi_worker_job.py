@@ -23,7 +23,7 @@ LEARNING_RATE = 1e-2
 
 def build_model():
     """The model both this job and the test's one-process reference train."""
-    return tfp_flows.glow(EVENT_SHAPE, levels=1, depth=1, hidden=8, num_levels=17)
+    return tfp_flows.glow(EVENT_SHAPE, num_scales=1, depth=1, hidden=8, num_levels=17)
 
 
 def make_dataset(x: np.ndarray):
