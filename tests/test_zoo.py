@@ -16,6 +16,9 @@ VECTOR_BUILDERS = {
     "glow": lambda d: tfp_flows.glow((d,), depth=2, hidden=16),
     "maf": lambda d: tfp_flows.maf((d,), hidden=16),
     "iaf": lambda d: tfp_flows.iaf((d,), hidden=16),
+    "nsf": lambda d: tfp_flows.nsf((d,), num_couplings=3, hidden=16, bins=4),
+    "maf_spline": lambda d: tfp_flows.maf((d,), num_layers=2, hidden=16, transform="spline",
+                                          bins=4),
 }
 
 IMAGE_BUILDERS = {
@@ -24,6 +27,9 @@ IMAGE_BUILDERS = {
     "glow": lambda: tfp_flows.glow((4, 4, 1), num_scales=2, depth=2, hidden=8, num_levels=17),
     "glow_logit": lambda: tfp_flows.glow((4, 4, 2), num_scales=1, depth=2, hidden=8, num_levels=256,
                                          preprocessing="logit", split_prior=False, lu=False),
+    "nsf": lambda: tfp_flows.nsf((4, 4, 1), num_scales=2, hidden=8, bins=4, num_levels=17),
+    "glow_spline": lambda: tfp_flows.glow((4, 4, 1), num_scales=2, depth=2, hidden=8,
+                                          num_levels=17, transform="spline", bins=4),
 }
 
 
@@ -138,6 +144,8 @@ def test_training_on_two_moons_beats_a_gaussian(family):
         "glow": lambda: tfp_flows.glow((2,), depth=4, hidden=64),
         "maf": lambda: tfp_flows.maf((2,), hidden=64),
         "iaf": lambda: tfp_flows.iaf((2,), hidden=64),
+        "nsf": lambda: tfp_flows.nsf((2,), hidden=64),
+        "maf_spline": lambda: tfp_flows.maf((2,), hidden=64, transform="spline"),
     }
     model = builders[family]()
     model.compile(keras.optimizers.Adam(3e-3))
@@ -173,7 +181,61 @@ def test_maf_default_has_five_made_layers():
     (lambda: tfp_flows.glow((4, 4)), r"\(D,\) or \(H, W, C\)"),
     (lambda: tfp_flows.glow((4,), transform="quadratic"), "affine"),
     (lambda: tfp_flows.realnvp((4, 4, 1), preprocessing="sqrt"), "preprocessing"),
+    # Arguments a family would ignore are refused, not dropped.
+    (lambda: tfp_flows.realnvp((4,), num_scales=2), "ignores num_scales"),
+    (lambda: tfp_flows.realnvp((4, 4, 1), num_couplings=3), "ignores num_couplings"),
+    (lambda: tfp_flows.glow((4,), split_prior=False), "ignores split_prior"),
+    (lambda: tfp_flows.glow((4,), num_scales=2), "ignores num_scales"),
+    (lambda: tfp_flows.realnvp((4,), bins=4), "bins and bound apply to transform='spline'"),
+    (lambda: tfp_flows.glow((4,), transform="spline", scale_fn="tanh"), "scale_fn applies"),
+    (lambda: tfp_flows.nsf((4,), transform="affine"), "NSF couplings are splines"),
+    (lambda: tfp_flows.maf((4,), transform="additive"), "'affine' or 'spline'"),
+    # Sizes and switches that build no flow, or not the one asked for.
+    (lambda: tfp_flows.realnvp((4,), num_couplings=0), "num_couplings must be an integer >= 1"),
+    (lambda: tfp_flows.glow((4,), depth=0), "depth must be an integer >= 1"),
+    (lambda: tfp_flows.maf((4,), num_layers=-1), "num_layers must be an integer >= 1"),
+    (lambda: tfp_flows.nice((4,), num_hidden=-1), "num_hidden must be an integer >= 0"),
+    (lambda: tfp_flows.glow((4, 4, 1), num_scales=0), "num_scales must be an integer >= 1"),
+    (lambda: tfp_flows.glow((4,), lu="no"), "lu must be True or False"),
+    (lambda: tfp_flows.glow((4, 4, 1), split_prior="no"), "split_prior must be True or False"),
+    (lambda: tfp_flows.realnvp((2.5,)), "event_shape must be a tuple of integers"),
+    (lambda: tfp_flows.glow((4, 4, 1), num_levels=256.5), "num_levels must be an integer"),
+    (lambda: tfp_flows.realnvp((4,), context_shape=(2,), num_classes=3), "not both"),
+    (lambda: tfp_flows.realnvp((4,), context_shape=2), "context_shape must be"),
+    (lambda: tfp_flows.realnvp((4,), num_classes=1), "num_classes must be an integer >= 2"),
 ])
 def test_builders_reject_bad_configurations(builder, message):
     with pytest.raises(ValueError, match=message):
         builder()
+
+
+@pytest.mark.parametrize("family", ["realnvp", "glow"])
+def test_levels_is_a_deprecated_name_of_num_scales(family):
+    builder = getattr(tfp_flows, family)
+    with pytest.warns(DeprecationWarning, match="levels= is deprecated.*num_scales="):
+        old = builder((4, 4, 1), levels=2, hidden=8, num_levels=17)
+    assert old.flow.num_scales == 2
+    keras.utils.set_random_seed(0)
+    with pytest.warns(DeprecationWarning):
+        old = builder((4, 4, 1), levels=2, hidden=8, num_levels=17)
+    keras.utils.set_random_seed(0)
+    new = builder((4, 4, 1), num_scales=2, hidden=8, num_levels=17)
+    assert old.get_config()["flow"]["config"] == new.get_config()["flow"]["config"]
+    x = _pixels((4, 4, 1), 17)
+    np.testing.assert_array_equal(old.log_prob(x), new.log_prob(x))
+    with pytest.raises(ValueError, match="pass only num_scales="):
+        builder((4, 4, 1), levels=2, num_scales=2)
+
+
+def test_glow_coupling_is_a_deprecated_name_of_transform():
+    with pytest.warns(DeprecationWarning, match="coupling= is deprecated"):
+        model = tfp_flows.glow((4,), depth=1, hidden=8, coupling="additive")
+    assert model.flow.transform_name == "additive"
+
+
+def test_registry_lists_every_family_with_its_size_arguments():
+    assert sorted(tfp_flows.FAMILIES) == ["glow", "iaf", "maf", "nice", "nsf", "realnvp"]
+    for name, family in tfp_flows.FAMILIES.items():
+        assert getattr(tfp_flows, name)((4,), hidden=8).flow.__class__ is family
+        for argument in {*family.vector_args, *family.image_args}:
+            assert argument in family.__init__.__code__.co_varnames, (name, argument)

@@ -1,0 +1,228 @@
+"""Conditional flows: the context reaches every conditioner, and every API takes it."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_flows
+from tfp_flows.nets import MADE
+from tfp_flows.nets.stack import ZeroInitStack
+
+K = 3
+
+VECTOR_BUILDERS = {
+    "nice": lambda **c: tfp_flows.nice((4,), hidden=8, num_hidden=1, **c),
+    "realnvp": lambda **c: tfp_flows.realnvp((4,), num_couplings=2, hidden=8, **c),
+    "nsf": lambda **c: tfp_flows.nsf((4,), num_couplings=2, hidden=8, bins=3, **c),
+    "glow": lambda **c: tfp_flows.glow((4,), depth=2, hidden=8, **c),
+    "maf": lambda **c: tfp_flows.maf((4,), num_layers=2, hidden=8, **c),
+    "maf_spline": lambda **c: tfp_flows.maf((4,), num_layers=2, hidden=8, transform="spline",
+                                            bins=3, **c),
+    "iaf": lambda **c: tfp_flows.iaf((4,), num_layers=2, hidden=8, **c),
+}
+IMAGE_BUILDERS = {
+    "glow": lambda **c: tfp_flows.glow((4, 4, 1), num_scales=2, depth=1, hidden=8,
+                                       num_levels=17, **c),
+    "realnvp": lambda **c: tfp_flows.realnvp((4, 4, 1), num_scales=2, hidden=8, num_hidden=1,
+                                             num_levels=17, **c),
+}
+
+
+def _randomize(model, seed=0, scale=0.1):
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        value = variable.numpy()
+        variable.assign(value + scale * rng.standard_normal(value.shape).astype(value.dtype))
+
+
+def _vectors(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 4)).astype("float32"), rng.standard_normal(
+        (n, K)).astype("float32")
+
+
+def _pixels(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 17, (n, 4, 4, 1)) + rng.random((n, 4, 4, 1))).astype("float32")
+
+
+def _assert_context_reaches_every_conditioner(model, x, context):
+    conditioners = model.flow.conditioners
+    assert conditioners and all(net.context_size == K for net in conditioners)
+    variables = [net.hidden[0].kernel if isinstance(net, ZeroInitStack) and net.hidden
+                 else net.out.kernel if isinstance(net, ZeroInitStack) else net.context_kernel
+                 for net in conditioners]
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(model.log_prob(x, context=context))
+    gradients = tape.gradient(loss, variables)
+    for net, gradient in zip(conditioners, gradients, strict=True):
+        if not isinstance(net, MADE):
+            gradient = gradient[..., -K:, :]
+        assert float(tf.reduce_max(tf.abs(gradient))) > 0, net.path
+
+
+@pytest.mark.parametrize("family", sorted(VECTOR_BUILDERS))
+def test_vector_context_reaches_every_conditioner(family):
+    keras.utils.set_random_seed(1)
+    model = VECTOR_BUILDERS[family](context_shape=(K,))
+    _randomize(model)
+    x, context = _vectors()
+    _assert_context_reaches_every_conditioner(model, x, context)
+    # The density really depends on the context, and is exact given it.
+    assert not np.allclose(model.log_prob(x, context), model.log_prob(x, context + 1.0))
+    z = model.encode(x, context=context)
+    np.testing.assert_allclose(model.decode(tf.identity(z), context=context), x, atol=1e-4)
+    np.testing.assert_allclose(model.conditional_distribution(context).log_prob(x),
+                               model.log_prob(x, context=context), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(IMAGE_BUILDERS))
+def test_class_labels_reach_every_conditioner_and_the_prior(family):
+    keras.utils.set_random_seed(2)
+    model = IMAGE_BUILDERS[family](num_classes=K)
+    _randomize(model, scale=0.05)
+    x, labels = _pixels(), np.array([0, 1, 2, 1])
+    _assert_context_reaches_every_conditioner(model, x, labels)
+    if family == "glow":
+        prior = model.flow.steps[-1].steps[-1]
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(model.log_prob(x, context=labels))
+        assert float(tf.reduce_max(tf.abs(tape.gradient(loss, prior.dense.kernel)))) > 0
+    # Brute force: log p(x | c) from the autodiff Jacobian of encode, given the labels.
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = model.encode(x, context=labels)
+    jacobian = tf.reshape(tape.batch_jacobian(z, x), (4, 16, 16))
+    z = tf.reshape(z, (4, 16))
+    expected = (-0.5 * tf.reduce_sum(z**2, 1) - 8 * np.log(2 * np.pi)
+                + tf.linalg.slogdet(jacobian)[1])
+    np.testing.assert_allclose(model.log_prob(x, context=labels), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_one_context_applies_to_the_whole_batch():
+    keras.utils.set_random_seed(3)
+    model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
+    _randomize(model)
+    x, context = _vectors()
+    one = context[0]
+    np.testing.assert_allclose(model.log_prob(x, context=one),
+                               model.log_prob(x, context=np.repeat(one[None], 5, 0)), rtol=1e-6)
+    samples = model.conditional_distribution(one).sample(6, seed=(1, 2))
+    assert samples.shape == (6, 4)
+    assert model.sample(6, context=one, seed=4).shape == (6, 4)
+    per_sample = model.sample(5, context=context, seed=4)
+    assert per_sample.shape == (5, 4)
+    # Sample i uses context i: the same noise under another context gives another sample.
+    np.testing.assert_allclose(per_sample[0], model.sample(5, context=context[0], seed=4)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_class_conditional_samples_follow_their_label():
+    """After training on two well-separated classes, samples of each label land in its class."""
+    keras.utils.set_random_seed(4)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 2000)
+    x = (rng.standard_normal((2000, 2)) * 0.3 + np.where(labels[:, None] == 1, 3.0, -3.0)
+         ).astype("float32")
+    model = tfp_flows.realnvp((2,), num_couplings=4, hidden=32, num_classes=2)
+    model.compile(keras.optimizers.Adam(3e-3))
+    model.fit(x, labels, batch_size=100, epochs=4, verbose=0)
+    for label, sign in ((0, -1.0), (1, 1.0)):
+        samples = model.sample(200, context=label, seed=label).numpy()
+        assert np.mean(np.sign(samples) == sign) > 0.95, label
+    # fit on a dataset of (x, label) pairs trains too, and evaluate takes the labels.
+    pairs = tf.data.Dataset.from_tensor_slices((x, labels)).batch(100)
+    before = model.evaluate(pairs, verbose=0, return_dict=True)["loss"]
+    model.fit(pairs, epochs=1, verbose=0)
+    assert model.evaluate(x, labels, verbose=0, return_dict=True)["loss"] < before + 0.05
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x, c: m.log_prob(x), "conditional and needs a context"),
+    (lambda m, x, c: m.sample(3), "conditional and needs a context"),
+    (lambda m, x, c: m.encode(x), "conditional and needs a context"),
+    (lambda m, x, c: m.distribution, "use conditional_distribution"),
+    (lambda m, x, c: m.log_prob(x, context=c[:, :2]), r"context of shape \(batch, 3\)"),
+    (lambda m, x, c: m.log_prob(x, context=c[:2]), r"with batch 5 \(or 1\)"),
+    (lambda m, x, c: m.log_prob(x, context=c.astype(bool)), "got dtype bool"),
+    (lambda m, x, c: m.sample(4, context=c), r"with batch 4 \(or 1\)"),
+    (lambda m, x, c: m.fit(x, epochs=1, verbose=0), "conditional and needs a context"),
+])
+def test_conditional_model_refuses_a_missing_or_wrong_context(call, message):
+    model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
+    model.compile("adam")
+    x, context = _vectors()
+    with pytest.raises(ValueError, match=message):
+        call(model, x, context)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, x: m.log_prob(x, context=np.zeros((5, 3), "float32")), "unconditional"),
+    (lambda m, x: m.sample(2, context=[1.0]), "unconditional"),
+    (lambda m, x: m.conditional_distribution([1.0]), "use model.distribution"),
+    (lambda m, x: m.fit(x, np.zeros(5), epochs=1, verbose=0), "unconditional"),
+])
+def test_unconditional_model_refuses_a_context(call, message):
+    model = VECTOR_BUILDERS["realnvp"]()
+    model.compile("adam")
+    with pytest.raises(ValueError, match=message):
+        call(model, _vectors()[0])
+
+
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 1, 3, 0]), r"class labels in \[0, 3\), got values in \[0, 3\]"),
+    (np.array([0, -1, 2, 0]), r"class labels in \[0, 3\)"),
+    (np.array([0.0, 1.0, 2.0, 0.0]), "integer class labels.*got dtype float64"),
+])
+def test_class_labels_are_checked(labels, message):
+    model = IMAGE_BUILDERS["glow"](num_classes=K)
+    with pytest.raises(ValueError, match=message):
+        model.log_prob(_pixels(), context=labels)
+
+
+def test_conditional_model_round_trips_through_keras_save(tmp_path):
+    keras.utils.set_random_seed(5)
+    model = IMAGE_BUILDERS["glow"](num_classes=K)
+    x, labels = _pixels(8), np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.fit(x, labels, batch_size=4, epochs=1, verbose=0)
+    path = str(tmp_path / "conditional.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.flow.num_classes == K and bool(loaded.data_initialized.numpy())
+    np.testing.assert_allclose(loaded.log_prob(x, context=labels),
+                               model.log_prob(x, context=labels), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(loaded.sample(3, context=1, seed=2),
+                               model.sample(3, context=1, seed=2), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["labels", "vectors"])
+def test_conditional_export_takes_the_context_in_every_signature(kind, tmp_path):
+    keras.utils.set_random_seed(6)
+    if kind == "labels":
+        model = IMAGE_BUILDERS["glow"](num_classes=K)
+        x, context = _pixels(4), np.array([2, 0, 1, 2], "int32")
+        model.initialize_from_data(x, context)
+    else:
+        model = VECTOR_BUILDERS["maf"](context_shape=(K,))
+        x, context = _vectors(4)
+    _randomize(model, scale=0.05)
+    path = tfp_flows.export_saved_model(model, tmp_path / "1")
+    served = tf.saved_model.load(path).signatures
+    for name in ("log_prob", "sample", "encode", "decode"):
+        assert "context" in served[name].structured_input_signature[1], name
+    got = served["log_prob"](x=tf.constant(x), context=tf.constant(context))["log_prob"]
+    np.testing.assert_allclose(got, model.log_prob(x, context=context), rtol=1e-5, atol=1e-4)
+    z = served["encode"](x=tf.constant(x), context=tf.constant(context))["z"]
+    np.testing.assert_allclose(z, model.encode(x, context=context), rtol=1e-5, atol=1e-4)
+    back = served["decode"](z=z, context=tf.constant(context))["x"]
+    np.testing.assert_allclose(back, x, rtol=1e-4, atol=1e-3)
+    sampled = served["sample"](n=tf.constant(3), temperature=tf.constant(0.7),
+                               seed=tf.constant(9, tf.int64),
+                               context=tf.constant(context[:1]))["x"]
+    np.testing.assert_allclose(sampled, model.sample(3, context=context[0], temperature=0.7,
+                                                     seed=9), rtol=1e-5, atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="batch size 1 or the batch size"):
+        served["log_prob"](x=tf.constant(x), context=tf.constant(context[:2]))
