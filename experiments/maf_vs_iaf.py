@@ -14,8 +14,8 @@ posteriors): `experimental_sample_and_log_prob` through TFP's bijector cache.
 Setup: `tfp_flows.maf` / `tfp_flows.iaf` with 5 autoregressive layers, MADE 2 x `hidden` ReLU
 (untrained: the cost does not depend on the weights), a batch of `batch` examples, each
 operation a `tf.function` traced and run once before timing, then the median of `runs` runs.
-No published timings exist for this (the papers give the asymptotics); for context DESIGN.md
-measured MAF's density 36x faster than its sampling at D = 64 on this machine.
+No published timings exist for this (the papers give the asymptotics): the ratio is what this
+script measures.
 Writes experiments/results/maf_vs_iaf.json and maf_vs_iaf.png; prints a markdown table.
 """
 

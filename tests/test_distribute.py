@@ -36,7 +36,8 @@ CASES = {
 @pytest.fixture(scope="module")
 def strategy():
     # One strategy for the module: a second MirroredStrategy in the same process can abort its
-    # collectives (DESIGN.md), and ReductionToOneDevice avoids them altogether on CPU.
+    # collectives ("Collective ops is aborted by: Shape mismatch"), and ReductionToOneDevice
+    # avoids them altogether on CPU.
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) == 2, "tests/conftest.py configures two logical CPU devices"
     return tf.distribute.MirroredStrategy(
