@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m tfp_flows.train --flow=realnvp --dataset=two_moons --batch_size=256 \
 		--learning_rate=3e-3 --epochs=20 --output_dir=runs/two_moons
-	$(PY) -m tfp_flows.train --flow=glow --dataset=digits --levels=2 --depth=4 --hidden=64 \
+	$(PY) -m tfp_flows.train --flow=glow --dataset=digits --num_scales=2 --depth=4 --hidden=64 \
 		--learning_rate=3e-3 --epochs=20 --output_dir=runs/glow_digits
 	@echo "Outputs: runs/two_moons and runs/glow_digits (metrics.json, PNG figures, model.keras, TensorBoard logs in logs/)"
 

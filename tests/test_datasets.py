@@ -99,6 +99,7 @@ def test_digits_shapes_levels_and_integer_part():
     assert raw["x_train"].max() == 16
     splits = datasets.load("digits", batch_size=32)
     assert splits.event_shape == (8, 8, 1) and splits.num_levels == 17
+    assert splits.num_classes == 10
     assert splits.train.element_spec == tf.TensorSpec((32, 8, 8, 1), tf.float32)
     assert splits.test.element_spec == tf.TensorSpec((None, 8, 8, 1), tf.float32)
     test = _collect(splits.test)
@@ -318,3 +319,43 @@ def test_missing_path_raises(name):
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         datasets.load("circles", **{"num_examples": 500, **kwargs})
+
+
+def _collect_pairs(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    batches = [(x.numpy(), y.numpy()) for x, y in ds]
+    return tuple(np.concatenate(column) for column in zip(*batches, strict=True))
+
+
+def test_labels_pipelines_pair_each_example_with_its_label_and_keep_the_noise(id_npz):
+    plain = datasets.load(id_npz, batch_size=10, seed=2)
+    splits = datasets.load(id_npz, batch_size=10, seed=2, labels=True)
+    assert splits.num_classes == 10
+    assert splits.train.element_spec == (tf.TensorSpec((10, 4, 4, 1), tf.float32),
+                                         tf.TensorSpec((10,), tf.int64))
+    for name in ("train", "validation"):
+        x, y = _collect_pairs(getattr(splits, name))
+        np.testing.assert_array_equal(y, _decode_ids(x) % 10)
+        # The same examples in the same order with the same noise as without labels.
+        np.testing.assert_array_equal(x, _collect(getattr(plain, name)))
+    np.testing.assert_array_equal(_collect_pairs(splits.validation)[0],
+                                  _collect_pairs(splits.validation)[0])
+    x, y = _collect_pairs(splits.test)
+    np.testing.assert_array_equal(x, _collect(plain.test))
+    np.testing.assert_array_equal(y, np.zeros(50))
+
+
+def test_toy_labels_are_the_mixture_components():
+    raw = datasets.load_arrays("eight_gaussians", num_examples=500)
+    splits = datasets.load("eight_gaussians", batch_size=50, num_examples=500, labels=True)
+    assert splits.num_classes == 8
+    x, y = _collect_pairs(splits.test)
+    np.testing.assert_array_equal(x, raw["x_test"])
+    np.testing.assert_array_equal(y, raw["y_test"])
+
+
+def test_labels_need_a_source_with_classes(tmp_path):
+    path = tmp_path / "unlabelled.npz"
+    np.savez(path, x_train=np.zeros((100, 4, 4), np.uint8), x_test=np.zeros((10, 4, 4), np.uint8))
+    assert datasets.load(str(path), batch_size=8).num_classes == 1
+    with pytest.raises(ValueError, match="no class labels to condition on"):
+        datasets.load(str(path), batch_size=8, labels=True)

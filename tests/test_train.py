@@ -20,7 +20,7 @@ TOY = {"flow": "realnvp", "dataset": "two_moons", "num_examples": 1000, "hidden"
        "num_couplings": 2, "epochs": 2, "checkpoint_steps": 0, "verbose": 0}
 DIGITS = {"dataset": "digits", "num_examples": 400, "hidden": 8, "epochs": 2, "batch_size": 32,
           "learning_rate": 1e-2, "checkpoint_steps": 0, "verbose": 0, "temperatures": (0.5, 1.0)}
-SIZES = {"glow": {"levels": 1, "depth": 1}, "maf": {"num_layers": 1, "num_hidden": 1}}
+SIZES = {"glow": {"num_scales": 1, "depth": 1}, "maf": {"num_layers": 1, "num_hidden": 1}}
 SUBPROCESS_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -80,6 +80,7 @@ def test_rerunning_a_finished_run_evaluates_without_training(toy_run):
     ({"flow": "maf", "num_couplings": None, "num_layers": 2}, "flow realnvp -> maf"),
     ({"hidden": 16}, "hidden 8 -> 16"),
     ({"seed": 1}, "seed 0 -> 1"),
+    ({"conditional": True}, "conditional False -> True"),
 ])
 def test_a_different_model_is_refused_and_the_directory_left_unchanged(toy_run, change,
                                                                        difference):
@@ -111,8 +112,13 @@ def test_image_run_writes_a_sample_grid(tmp_path, flow):
     ({"dataset": "no_such_dataset"}, "unknown dataset 'no_such_dataset'"),
     ({"dataset": "/nonexistent/data.npz"}, "does not exist"),
     ({"flow": "maf", "num_couplings": None, "depth": 3}, "--depth does not apply to maf"),
-    ({"dataset": "digits", "flow": "glow", "num_couplings": None, "levels": 4},
+    ({"dataset": "digits", "flow": "glow", "num_couplings": None, "num_scales": 4},
      "divisible by 16"),
+    ({"flow": "nice", "transform": "spline"}, "--transform does not apply to nice on vectors"),
+    ({"flow": "glow", "num_couplings": None, "bins": 4}, "apply to transform='spline' only"),
+    ({"flow": "nsf", "transform": "affine"}, "NSF couplings are splines"),
+    ({"dataset": "digits", "flow": "glow", "num_couplings": None, "levels": 1, "num_scales": 1},
+     "--levels is the deprecated name of --num_scales"),
     ({"epochs": 0}, "--epochs must be a positive integer"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, change, fragment):
@@ -208,7 +214,7 @@ def test_a_commit_interrupted_at_any_point_leaves_the_previous_one_whole(tmp_pat
 
 def test_restore_brings_back_the_optimizer_and_actnorm_state(tmp_path):
     def glow():
-        model = tfp_flows.glow((4, 4, 1), levels=1, depth=1, hidden=4, num_levels=17)
+        model = tfp_flows.glow((4, 4, 1), num_scales=1, depth=1, hidden=4, num_levels=17)
         model.compile(keras.optimizers.Adam(1e-3))
         return model
 
@@ -247,8 +253,8 @@ def test_non_finite_weights_are_never_committed(tmp_path):
 def test_patience_and_the_best_model_survive_a_restart(tmp_path):
     def epoch_end(checkpoint, epoch, value):
         # Mark the weights with the epoch, to tell which epoch model.keras holds.
-        model.flow.nets[0].weights[-1].assign(np.full(model.flow.nets[0].weights[-1].shape,
-                                                      float(epoch)))
+        marked = model.flow.conditioners[0].weights[-1]
+        marked.assign(np.full(marked.shape, float(epoch)))
         checkpoint.on_epoch_end(epoch, {"loss": 1.0, "bits_per_dim": 1.0, "val_loss": 1.0,
                                         "val_bits_per_dim": value})
 
@@ -267,7 +273,7 @@ def test_patience_and_the_best_model_survive_a_restart(tmp_path):
     assert second.state["best_epoch"] == 2
     assert [r["val_bits_per_dim"] for r in second.state["history"]] == [3.0, 2.0, 2.5, 2.6]
     best = keras.models.load_model(str(tmp_path / "model.keras"))
-    np.testing.assert_array_equal(best.flow.nets[0].weights[-1].numpy(), 1.0)
+    np.testing.assert_array_equal(best.flow.conditioners[0].weights[-1].numpy(), 1.0)
 
 
 def test_a_run_resumes_under_mirrored_strategy(tmp_path):
@@ -322,12 +328,93 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_commit(tmp_path):
     assert f"Resuming {output_dir} from epoch {killed['epoch'] + 1}" in result.stdout
 
 
-def test_config_defaults_match_the_flags():
+def _parsed_flags(*argv):
     from absl import flags
 
-    from tfp_flows.train import config_from_flags, define_flags
+    from tfp_flows.train import define_flags
 
     values = flags.FlagValues()
     define_flags(values)
-    values(["train"])
-    assert config_from_flags(values) == TrainConfig()
+    values(["train", *argv])
+    return values
+
+
+def test_config_defaults_match_the_flags():
+    from tfp_flows.train import config_from_flags
+
+    assert config_from_flags(_parsed_flags()) == TrainConfig()
+
+
+def test_the_flags_come_from_the_families_of_the_zoo():
+    from tfp_flows.train import config_from_flags
+
+    values = _parsed_flags("--flow=nsf", "--num_scales=2", "--transform=spline", "--bins=4",
+                           "--bound=3", "--conditional")
+    assert config_from_flags(values) == TrainConfig(flow="nsf", num_scales=2, transform="spline",
+                                                    bins=4, bound=3.0, conditional=True)
+    assert "nsf" in values["flow"].help and "nsf" in values["num_couplings"].help
+
+
+def test_the_levels_flag_still_sets_num_scales_with_a_warning():
+    from tfp_flows.train import config_from_flags
+
+    with pytest.warns(FutureWarning, match="--levels is deprecated.*--num_scales"):
+        config = config_from_flags(_parsed_flags("--levels=2"))
+    assert config.num_scales == 2
+
+
+def test_nsf_trains_and_its_spline_is_part_of_the_identity(tmp_path):
+    config = {**DIGITS, "flow": "nsf", "num_scales": 1, "bins": 4, "epochs": 1,
+              "output_dir": str(tmp_path)}
+    metrics = run(config)
+    assert _finite(metrics) and metrics["flow"] == "nsf"
+    model = json.loads((tmp_path / "config.json").read_text())["model"]
+    assert model == {"num_scales": 1, "hidden": 8, "num_hidden": 2, "transform": "spline",
+                     "bins": 4, "bound": 4.0}
+    with pytest.raises(ConfigError, match="bins 4 -> 8"):
+        run({**config, "bins": 8})
+
+
+def test_levels_still_works_and_a_run_written_with_it_resumes(tmp_path):
+    config = {**DIGITS, "flow": "glow", "levels": 1, "depth": 1, "epochs": 1,
+              "output_dir": str(tmp_path)}
+    with pytest.warns(FutureWarning, match="--levels is deprecated"):
+        run(config)
+    # config.json as the version before --num_scales, --transform and --conditional wrote it.
+    path = tmp_path / "config.json"
+    stored = json.loads(path.read_text())
+    assert stored["model"] == {"num_scales": 1, "depth": 1, "hidden": 8, "transform": "affine",
+                               "bins": None, "bound": None}
+    del stored["conditional"]
+    stored["model"] = {"levels": 1, "depth": 1, "hidden": 8}
+    path.write_text(json.dumps(stored))
+    resumed = run({**config, "levels": None, "num_scales": 1, "epochs": 2})
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 2
+
+
+def test_conditional_toy_run_writes_a_conditional_model(tmp_path):
+    metrics = run({**TOY, "dataset": "eight_gaussians", "conditional": True,
+                   "output_dir": str(tmp_path)})
+    assert _finite(metrics) and metrics["num_classes"] == 8
+    assert os.path.getsize(tmp_path / "density.png") > 0
+    assert json.loads((tmp_path / "config.json").read_text())["conditional"] is True
+    splits = tfp_flows.datasets.load("eight_gaussians", num_examples=1000, labels=True)
+    x, labels = (np.concatenate(c) for c in zip(*splits.test.as_numpy_iterator(), strict=True))
+    model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
+    assert model.is_conditional and model.flow.num_classes == 8
+    nll = -float(np.mean(model.log_prob(x, context=labels)))
+    np.testing.assert_allclose(nll, metrics["test"]["nll_nats"], rtol=1e-5)
+    # The labels inform the density: the true class is likelier than a wrong one.
+    wrong = -float(np.mean(model.log_prob(x, context=(labels + 4) % 8)))
+    assert nll < wrong
+
+
+def test_conditional_image_run_samples_a_row_per_class(tmp_path):
+    metrics = run({**DIGITS, **SIZES["maf"], "flow": "maf", "conditional": True, "epochs": 1,
+                   "output_dir": str(tmp_path)})
+    assert _finite(metrics) and metrics["num_classes"] == 10
+    model = keras.models.load_model(os.path.join(tmp_path, "model.keras"))
+    assert model.is_conditional
+    from matplotlib.image import imread
+    grid = imread(os.path.join(tmp_path, "samples.png"))
+    assert grid.shape[0] > grid.shape[1] / 3  # ten rows of samples

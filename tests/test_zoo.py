@@ -242,3 +242,11 @@ def test_registry_lists_every_family_with_its_size_arguments():
         assert getattr(tfp_flows, name)((4,), hidden=8).flow.__class__ is family
         for argument in {*family.vector_args, *family.image_args}:
             assert argument in family.__init__.__code__.co_varnames, (name, argument)
+
+
+@pytest.mark.parametrize("family", sorted(VECTOR_BUILDERS))
+def test_vector_flow_traces_with_an_unknown_batch_size(family):
+    model = VECTOR_BUILDERS[family](4)
+    traced = tf.function(model.log_prob, input_signature=[tf.TensorSpec((None, 4), tf.float32)])
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype("float32")
+    np.testing.assert_allclose(traced(x), model.log_prob(x), rtol=1e-5, atol=1e-5)

@@ -1,9 +1,10 @@
 """Datasets for density estimation: 2-D toys, sklearn digits, IDX/.npz files and TFDS images.
 
-`load` returns train/validation/test `tf.data` pipelines that yield float32 batches of `x`
-only. Discrete images are dequantized in pixel space: an integer pixel `x` in {0, ..., L-1}
-becomes `x + u` with `u ~ Uniform[0, 1)`, so values lie in [0, L) and are *not* divided by L;
-the models rescale with a bijector so that bits/dim is exact. Training batches are reshuffled
+`load` returns train/validation/test `tf.data` pipelines that yield float32 batches of `x`, or
+`(x, label)` batches with `labels=True` (class labels, the context of a conditional flow).
+Discrete images are dequantized in pixel space: an integer pixel `x` in {0, ..., L-1} becomes
+`x + u` with `u ~ Uniform[0, 1)`, so values lie in [0, L) and are *not* divided by L; the
+models rescale with a bijector so that bits/dim is exact. Training batches are reshuffled
 and re-dequantized every epoch; validation and test batches use noise fixed by the seed, so
 two evaluations give identical numbers. Everything is deterministic given `seed` (the training
 order and noise also depend on TF's global seed when `tf.random.set_seed` was called, because
@@ -67,13 +68,16 @@ class Splits:
 
     Attributes:
         train: Batches of float32 `x` with shape `(batch_size,) + event_shape`, reshuffled and
-            re-dequantized every epoch; the last incomplete batch is dropped.
-        validation: Batches of float32 `x`, in a fixed order with fixed dequantization noise.
+            re-dequantized every epoch; the last incomplete batch is dropped. With
+            `labels=True`, `(x, label)` batches, the labels int64 `(batch_size,)`.
+        validation: Batches like `train`'s, in a fixed order with fixed dequantization noise.
         test: Like `validation`, for the test examples.
         event_shape: `(H, W, C)` for images (C included even when 1), `(D,)` for vectors.
         num_levels: Number of discrete pixel levels L (values of `x` lie in [0, L)), or None
             for continuous data, which is not dequantized.
         name: The dataset name passed to `load`.
+        num_classes: 1 + the largest class label of the train and test examples (1 for a
+            source without labels); the `num_classes` of a flow conditioned on the labels.
     """
 
     train: tf.data.Dataset
@@ -82,11 +86,12 @@ class Splits:
     event_shape: tuple[int, ...]
     num_levels: int | None
     name: str
+    num_classes: int
 
 
 def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
          validation_fraction: float = 0.1, seed: int = 0,
-         num_examples: int | None = None) -> Splits:
+         num_examples: int | None = None, labels: bool = False) -> Splits:
     """Loads a dataset as dequantized, batched train/validation/test pipelines.
 
     Args:
@@ -102,14 +107,17 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
             in (0, 1).
         seed: Non-negative seed for sampling, splitting, shuffling and dequantization.
         num_examples: If given, keep at most this many examples in total (see `load_arrays`).
+        labels: Yield `(x, label)` batches: the class labels of `load_arrays` (the mixture
+            component for toys). The examples, their order and their noise are those of
+            `labels=False`.
 
     Returns:
-        The three pipelines with the event shape and number of levels.
+        The three pipelines with the event shape, number of levels and number of classes.
 
     Raises:
         ValueError: For invalid arguments, unknown names, missing or malformed files, a TFDS
-            dataset that is not prepared and cannot be downloaded, or fewer training examples
-            than `batch_size`.
+            dataset that is not prepared and cannot be downloaded, fewer training examples
+            than `batch_size`, or, with `labels=True`, negative labels or fewer than 2 classes.
     """
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -118,7 +126,15 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
             f"validation_fraction must be in the open interval (0, 1), got {validation_fraction!r}")
     arrays, num_levels = _load_source(name, data_dir=data_dir, seed=seed,
                                       num_examples=num_examples)
-    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    x_train, y_train, y_test = arrays["x_train"], arrays["y_train"], arrays["y_test"]
+    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    if labels and min(y_train.min(initial=0), y_test.min(initial=0)) < 0:
+        raise ValueError(f"{name!r} has negative class labels; labels must be 0, 1, 2, ...")
+    if labels and num_classes < 2:
+        raise ValueError(f"{name!r} has no class labels to condition on (every label is 0)")
+    # The columns each pipeline gathers: x, and the labels when asked for.
+    train = (x_train, y_train) if labels else (x_train,)
+    test = (arrays["x_test"], y_test) if labels else (arrays["x_test"],)
     num_train = len(x_train)
     num_validation = max(1, round(validation_fraction * num_train))
     if num_train - num_validation < batch_size:
@@ -129,13 +145,14 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
     validation_index = np.sort(order[:num_validation])
     train_index = np.sort(order[num_validation:])
     return Splits(
-        train=_train_pipeline(x_train[train_index], batch_size, seed, num_levels),
-        validation=_eval_pipeline(x_train[validation_index], batch_size, seed, _VALIDATION_SALT,
-                                  num_levels),
-        test=_eval_pipeline(x_test, batch_size, seed, _TEST_SALT, num_levels),
+        train=_train_pipeline([a[train_index] for a in train], batch_size, seed, num_levels),
+        validation=_eval_pipeline([a[validation_index] for a in train], batch_size, seed,
+                                  _VALIDATION_SALT, num_levels),
+        test=_eval_pipeline(test, batch_size, seed, _TEST_SALT, num_levels),
         event_shape=tuple(int(d) for d in x_train.shape[1:]),
         num_levels=num_levels,
         name=name,
+        num_classes=num_classes,
     )
 
 
@@ -434,37 +451,51 @@ def _dequantize(x: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
     return tf.minimum(noisy, tf.math.nextafter(x + 1.0, x))
 
 
-def _train_pipeline(x: np.ndarray, batch_size: int, seed: int,
+def _picker(columns, num_levels: int | None):
+    """A function of example indices (and a noise key): `x`, or `(x, label)` given labels.
+
+    `columns` is `(x,)` or `(x, y)`; `x` is dequantized when `num_levels` is given.
+    """
+    tensors = [tf.constant(column) for column in columns]
+
+    def pick(index, key=None):
+        x, *label = (tf.gather(tensor, index) for tensor in tensors)
+        if num_levels is not None:
+            x = _dequantize(x, key)
+        return (x, *label) if label else x
+
+    return pick
+
+
+def _train_pipeline(columns, batch_size: int, seed: int,
                     num_levels: int | None) -> tf.data.Dataset:
-    examples = tf.constant(x)
+    pick = _picker(columns, num_levels)
+    size = len(columns[0])
     # Shuffling indices keeps the shuffle buffer small; gathering whole batches is fast.
-    ds = tf.data.Dataset.range(len(x)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = tf.data.Dataset.range(size).shuffle(size, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=True)
     if num_levels is None:
-        ds = ds.map(lambda index: tf.gather(examples, index), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         # One seeded random key per batch, redrawn every iteration (epoch) of the dataset.
         keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         base_key = tf.constant([seed, _TRAIN_SALT], tf.int64)
         ds = tf.data.Dataset.zip(ds, keys).map(
-            lambda index, key: _dequantize(
-                tf.gather(examples, index),
-                tf.random.experimental.stateless_fold_in(base_key, key)),
+            lambda index, key: pick(index,
+                                    tf.random.experimental.stateless_fold_in(base_key, key)),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _eval_pipeline(x: np.ndarray, batch_size: int, seed: int, salt: int,
+def _eval_pipeline(columns, batch_size: int, seed: int, salt: int,
                    num_levels: int | None) -> tf.data.Dataset:
-    examples = tf.constant(x)
-    ds = tf.data.Dataset.range(len(x))
+    pick = _picker(columns, num_levels)
+    ds = tf.data.Dataset.range(len(columns[0]))
     if num_levels is None:
-        ds = ds.batch(batch_size).map(lambda index: tf.gather(examples, index))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return ds.batch(batch_size).map(pick).prefetch(tf.data.AUTOTUNE)
     # Noise keyed by example index: identical on every pass and for any batch size.
     base_key = tf.constant([seed, salt], tf.int64)
-    ds = ds.map(
-        lambda index: _dequantize(
-            tf.gather(examples, index), tf.random.experimental.stateless_fold_in(base_key, index)),
-        num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda index: pick(index,
+                                   tf.random.experimental.stateless_fold_in(base_key, index)),
+                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

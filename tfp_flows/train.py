@@ -10,19 +10,25 @@ writes into `--output_dir`:
     logs/                TensorBoard logs
     metrics.json         train / validation / test NLL and bits/dim, throughput, wall time
     training_curve.png   train and validation bits/dim per epoch
-    samples.png          images: samples at several temperatures
+    samples.png          images: samples at several temperatures (a row per class with
+                         --conditional)
     density.png          2-D data: data, samples and the learned density
 
 A run killed at any point (SIGKILL included) resumes when the same command is run again: the
 training state is committed every `--checkpoint_steps` steps and at every epoch end, each
 commit atomic (see `Checkpoint`). An `--output_dir` that holds a different model is refused.
 
+The families and their size flags come from `tfp_flows.zoo.FAMILIES`. `--conditional` trains
+p(x | label) on the dataset's class labels (the mixture components of the 2-D toys).
+
 Examples:
 
     python -m tfp_flows.train --flow=realnvp --dataset=two_moons --batch_size=256 \
         --learning_rate=3e-3 --epochs=20 --output_dir=runs/two_moons
-    python -m tfp_flows.train --flow=glow --dataset=digits --levels=2 --depth=4 --hidden=64 \
-        --learning_rate=3e-3 --epochs=20 --output_dir=runs/glow_digits
+    python -m tfp_flows.train --flow=glow --dataset=digits --num_scales=2 --depth=4 \
+        --hidden=64 --learning_rate=3e-3 --epochs=20 --output_dir=runs/glow_digits
+    python -m tfp_flows.train --flow=realnvp --dataset=eight_gaussians --conditional \
+        --output_dir=runs/conditional_eight_gaussians
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 
 import keras
@@ -43,29 +50,27 @@ import tensorflow as tf
 from absl import app, flags
 
 from tfp_flows import datasets, zoo
+from tfp_flows.bijectors.transforms import TRANSFORMS
 from tfp_flows.flow_model import FlowModel
 
-__all__ = ["FLOWS", "STRATEGIES", "Checkpoint", "ConfigError", "TrainConfig", "TrainingError",
-           "run"]
+__all__ = ["STRATEGIES", "Checkpoint", "ConfigError", "TrainConfig", "TrainingError", "run"]
 
-FLOWS: tuple[str, ...] = ("nice", "realnvp", "glow", "maf", "iaf")
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
-SIZE_FLAGS: tuple[str, ...] = ("levels", "depth", "hidden", "num_couplings", "num_layers",
-                               "num_hidden")
-# The size flags each family's builder takes, for vector and for image data.
-_FAMILY_SIZES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "nice": (("num_couplings", "hidden", "num_hidden"),) * 2,
-    "realnvp": (("num_couplings", "hidden", "num_hidden"), ("levels", "hidden", "num_hidden")),
-    "glow": (("depth", "hidden"), ("levels", "depth", "hidden")),
-    "maf": (("num_layers", "hidden", "num_hidden"),) * 2,
-    "iaf": (("num_layers", "hidden", "num_hidden"),) * 2,
-}
-# MADE orders the dimensions of a vector, so the autoregressive flows see flattened images.
-_VECTOR_ONLY = ("maf", "iaf")
+# The size arguments of the families, for vectors or images: each is a flag.
+SIZE_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
+    name for family in zoo.FAMILIES.values() for name in (*family.vector_args,
+                                                          *family.image_args)))
+# The flags of the coupling transform, for the families that offer a choice of it.
+TRANSFORM_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
+    name for family in zoo.FAMILIES.values() for name in family.transform_args))
 # The config.json entries that define the model and its data; a run directory holds one model.
-_IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels", "model")
+_IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels",
+                  "conditional", "model")
 _MONITOR = "val_bits_per_dim"
-_SAMPLES_PER_TEMPERATURE = 8
+# Sample grid: samples per row, and rows of an unconditional model (a conditional one has a
+# row per class).
+_SAMPLES_PER_ROW = 4
+_UNCONDITIONAL_ROWS = 2
 _DENSITY_GRID = 200
 _DENSITY_SAMPLES = 4000
 
@@ -82,8 +87,8 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     """Everything `run` needs; the command-line flags have the same names and defaults.
 
-    Size fields left as None take the family's default (see `tfp_flows.zoo`). `verbose` (the
-    Keras progress bar: 1, or 0 for none) has no flag.
+    Size and transform fields left as None take the family's default (see `tfp_flows.zoo`).
+    `verbose` (the Keras progress bar: 1, or 0 for none) has no flag.
     """
 
     flow: str = "realnvp"
@@ -95,12 +100,16 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     num_examples: int | None = None
-    levels: int | None = None
+    num_scales: int | None = None
     depth: int | None = None
     hidden: int | None = None
     num_couplings: int | None = None
     num_layers: int | None = None
     num_hidden: int | None = None
+    transform: str | None = None
+    bins: int | None = None
+    bound: float | None = None
+    conditional: bool = False
     patience: int = 10
     strategy: str = "default"
     jit_compile: bool = False
@@ -290,14 +299,37 @@ class _Throughput(keras.callbacks.Callback):
 
 # ----------------------------------------------------------------------------------- set-up
 
+def _renamed(values: Mapping) -> dict:
+    """The settings with the deprecated `levels` (until the next release) as `num_scales`."""
+    values = dict(values)
+    levels = values.pop("levels", None)
+    if levels is None:
+        return values
+    if values.get("num_scales") is not None:
+        raise ConfigError("--levels is the deprecated name of --num_scales; pass only "
+                          "--num_scales")
+    # A FutureWarning, unlike a DeprecationWarning, is shown to the users of a command.
+    warnings.warn("--levels is deprecated and will be removed in the next release; use "
+                  "--num_scales", FutureWarning, stacklevel=3)
+    return {**values, "num_scales": levels}
+
+
+def _family_flags(flow: str, image: bool) -> tuple[str, ...]:
+    """The model flags that the family `flow` takes, for images or for vectors."""
+    family = zoo.FAMILIES[flow]
+    return (*(family.image_args if image else family.vector_args), *family.transform_args)
+
+
 def _validated(config: TrainConfig | Mapping) -> TrainConfig:
     if isinstance(config, Mapping):
+        config = _renamed(config)
         unknown = set(config) - {f.name for f in dataclasses.fields(TrainConfig)}
         if unknown:
             raise ConfigError(f"unknown settings {sorted(unknown)}")
         config = TrainConfig(**config)
-    if config.flow not in FLOWS:
-        raise ConfigError(f"unknown --flow {config.flow!r}; choose one of {', '.join(FLOWS)}")
+    if config.flow not in zoo.FAMILIES:
+        raise ConfigError(f"unknown --flow {config.flow!r}; choose one of "
+                          f"{', '.join(zoo.FAMILIES)}")
     if config.strategy not in STRATEGIES:
         raise ConfigError(f"unknown --strategy {config.strategy!r}; choose one of "
                           f"{', '.join(STRATEGIES)}")
@@ -338,23 +370,29 @@ def _make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
-    """The splits, flattened for the vector-only flows; returns (splits, image_shape)."""
+    """The splits, flattened for the vector-only flows; returns (splits, image_shape).
+
+    With `config.conditional` the batches are `(x, label)`.
+    """
     try:
         splits = datasets.load(config.dataset, batch_size=config.batch_size,
                                data_dir=config.data_dir, seed=config.seed,
-                               num_examples=config.num_examples)
+                               num_examples=config.num_examples, labels=config.conditional)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
-    if image_shape is not None and config.flow in _VECTOR_ONLY:
+    # MADE orders the dimensions of a vector, so the autoregressive flows (MAF and its inverse,
+    # IAF) see flattened images.
+    if image_shape is not None and issubclass(zoo.FAMILIES[config.flow], zoo.MAF):
         size = math.prod(image_shape)
 
-        def flatten(ds):
-            return ds.map(lambda x: tf.reshape(x, (-1, size)))
+        def flatten(x, *label):
+            x = tf.reshape(x, (-1, size))
+            return (x, *label) if label else x
 
-        splits = dataclasses.replace(splits, train=flatten(splits.train),
-                                     validation=flatten(splits.validation),
-                                     test=flatten(splits.test), event_shape=(size,))
+        splits = dataclasses.replace(splits, train=splits.train.map(flatten),
+                                     validation=splits.validation.map(flatten),
+                                     test=splits.test.map(flatten), event_shape=(size,))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # The pipelines read from memory, not files: each worker takes its share of the data.
         options = tf.data.Options()
@@ -367,28 +405,47 @@ def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
 
 
 def _build_model(config: TrainConfig, splits) -> FlowModel:
-    takes = _FAMILY_SIZES[config.flow][len(splits.event_shape) == 3]
-    given = {name: getattr(config, name) for name in SIZE_FLAGS
+    image = len(splits.event_shape) == 3
+    takes = _family_flags(config.flow, image)
+    given = {name: getattr(config, name) for name in (*SIZE_FLAGS, *TRANSFORM_FLAGS)
              if getattr(config, name) is not None}
     extra = [name for name in given if name not in takes]
     if extra:
-        kind = "images" if len(splits.event_shape) == 3 else "vectors"
         raise ConfigError(f"{', '.join('--' + n for n in extra)} does not apply to "
-                          f"{config.flow} on {kind}; it takes "
+                          f"{config.flow} on {'images' if image else 'vectors'}; it takes "
                           f"{', '.join('--' + n for n in takes)}")
+    num_classes = splits.num_classes if config.conditional else None
     try:
-        return getattr(zoo, config.flow)(splits.event_shape, num_levels=splits.num_levels,
-                                         **given)
+        return FlowModel(zoo.FAMILIES[config.flow](
+            splits.event_shape, num_levels=splits.num_levels, num_classes=num_classes, **given))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
 
 def _identity(config: TrainConfig, splits, model: FlowModel) -> dict:
-    takes = _FAMILY_SIZES[config.flow][len(splits.event_shape) == 3]
+    takes = _family_flags(config.flow, len(splits.event_shape) == 3)
+    # The family's values, its defaults included (bins and bound are absent unless a spline).
+    flow = model.flow.get_config()
     return {"flow": config.flow, "dataset": config.dataset, "seed": config.seed,
             "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
-            "num_levels": splits.num_levels,
-            "model": {name: getattr(model.flow, name) for name in takes}}
+            "num_levels": splits.num_levels, "conditional": config.conditional,
+            "model": {name: flow.get(name) for name in takes}}
+
+
+def _upgraded(stored: dict) -> dict:
+    """The identity in a config.json written before --num_scales, --transform, --conditional.
+
+    Those runs named the number of scales `levels`, and trained unconditional flows with the
+    affine transform (the default of every family that offers a choice).
+    """
+    if "conditional" in stored:
+        return stored
+    model = dict(stored.get("model", {}))
+    if "levels" in model:
+        model["num_scales"] = model.pop("levels")
+    if stored.get("flow") in zoo.FAMILIES and "transform" in _family_flags(stored["flow"], False):
+        model["transform"] = "affine"
+    return {**stored, "conditional": False, "model": model}
 
 
 def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
@@ -396,7 +453,7 @@ def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
     config_path = os.path.join(output_dir, "config.json")
     if os.path.exists(config_path):
         with open(config_path) as f:
-            stored = json.load(f)
+            stored = _upgraded(json.load(f))
         differences = []
         for key in _IDENTITY_KEYS:
             old, new = stored.get(key), identity[key]
@@ -424,20 +481,22 @@ def _evaluator(model: FlowModel, strategy: tf.distribute.Strategy):
     splits.
     """
 
-    def replica_sums(x):
-        log_prob = model.log_prob(x)
+    def replica_sums(x, context=None):
+        log_prob = model.log_prob(x, context)
         return -tf.reduce_sum(log_prob), tf.cast(tf.size(log_prob), tf.float32)
 
     @tf.function(reduce_retracing=True)
-    def batch_sums(x):
-        total, count = strategy.run(replica_sums, args=(x,))
+    def batch_sums(batch):
+        # A batch is x, or (x, label) for a conditional model.
+        total, count = strategy.run(replica_sums,
+                                    args=batch if isinstance(batch, tuple) else (batch,))
         return (strategy.reduce(tf.distribute.ReduceOp.SUM, total, axis=None),
                 strategy.reduce(tf.distribute.ReduceOp.SUM, count, axis=None))
 
     def evaluate(dataset: tf.data.Dataset) -> dict:
         total, count = 0.0, 0.0
-        for x in strategy.experimental_distribute_dataset(dataset):
-            batch_total, batch_count = batch_sums(x)
+        for batch in strategy.experimental_distribute_dataset(dataset):
+            batch_total, batch_count = batch_sums(batch)
             total += float(batch_total)
             count += float(batch_count)
         nll = total / count
@@ -473,38 +532,61 @@ def _training_curve(history: list[dict], best_epoch: int | None, path: str) -> N
 
 def _sample_grid(model: FlowModel, image_shape: tuple[int, ...], num_levels: int,
                  temperatures: tuple[float, ...], seed: int, path: str) -> None:
+    """A panel of samples per temperature; a conditional model's panels have a row per class."""
     from matplotlib.figure import Figure
 
     height, width, channels = image_shape
-    fig = Figure(figsize=(_SAMPLES_PER_TEMPERATURE * 0.9 + 0.8, 1.0 * len(temperatures)),
-                 layout="constrained")
-    for row, temperature in enumerate(temperatures):
-        x = model.sample(_SAMPLES_PER_TEMPERATURE, temperature=temperature, seed=seed)
+    num_classes = model.flow.num_classes
+    rows = num_classes or _UNCONDITIONAL_ROWS
+    labels = None if num_classes is None else np.repeat(np.arange(num_classes), _SAMPLES_PER_ROW)
+    fig = Figure(figsize=(len(temperatures) * (_SAMPLES_PER_ROW * 0.5 + 0.3) + 0.6,
+                          rows * 0.5 + 0.8), layout="constrained")
+    for column, temperature in enumerate(temperatures):
+        x = model.sample(rows * _SAMPLES_PER_ROW, context=labels, temperature=temperature,
+                         seed=seed)
         # Samples are pixel values in [0, num_levels); out-of-range values are clipped.
-        x = np.clip(np.reshape(x.numpy(), (-1, *image_shape)) / num_levels, 0.0, 1.0)
-        tiled = np.concatenate(list(np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)),
-                                           constant_values=1.0)), axis=1)[:, :-1]
-        ax = fig.add_subplot(len(temperatures), 1, row + 1)
+        x = np.clip(np.reshape(x.numpy(), (rows, _SAMPLES_PER_ROW, *image_shape)) / num_levels,
+                    0.0, 1.0)
+        # Tiled with a white line between images: (rows * (H + 1) - 1, columns * (W + 1) - 1).
+        x = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1), (0, 0)), constant_values=1.0)
+        tiled = x.transpose(0, 2, 1, 3, 4).reshape(rows * (height + 1),
+                                                   _SAMPLES_PER_ROW * (width + 1),
+                                                   channels)[:-1, :-1]
+        ax = fig.add_subplot(1, len(temperatures), column + 1)
         ax.imshow(tiled[..., 0] if channels == 1 else tiled, cmap="gray", vmin=0.0, vmax=1.0,
                   interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_ylabel(f"T = {temperature:g}", rotation=0, ha="right", va="center")
+        ax.set_title(f"T = {temperature:g}")
+        if num_classes is not None and column == 0:
+            ax.set_yticks([(row + 0.5) * (height + 1) for row in range(rows)],
+                          [f"class {row}" for row in range(rows)])
     fig.suptitle(f"samples at temperature T ({height}x{width})")
     fig.savefig(path, dpi=100)
 
 
-def _density_figure(model: FlowModel, data: np.ndarray, seed: int, path: str) -> None:
+def _density_figure(model: FlowModel, data: np.ndarray, labels: np.ndarray | None, seed: int,
+                    path: str) -> None:
+    """Data, samples and the learned density; a conditional model's is the mixture over the
+    labels, p(x) = sum_c p(c) p(x | c), with p(c) the labels' frequencies."""
     from matplotlib.figure import Figure
 
     low, high = data.min(axis=0), data.max(axis=0)
     margin = 0.1 * (high - low)
     low, high = low - margin, high + margin
-    samples = model.sample(len(data), seed=seed).numpy()
+    # One sample per data point, of the point's class for a conditional model.
+    samples = model.sample(len(data), context=labels, seed=seed).numpy()
     gx, gy = np.meshgrid(np.linspace(low[0], high[0], _DENSITY_GRID),
                          np.linspace(low[1], high[1], _DENSITY_GRID))
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
-    density = np.exp(model.log_prob(grid).numpy()).reshape(gx.shape)
+    if labels is None:
+        log_density = model.log_prob(grid)
+    else:
+        frequencies = np.bincount(labels) / len(labels)
+        log_density = tf.reduce_logsumexp(
+            [math.log(frequencies[c]) + model.log_prob(grid, context=np.full(len(grid), c))
+             for c in np.flatnonzero(frequencies)], axis=0)
+    density = np.exp(log_density.numpy()).reshape(gx.shape)
     extent = (low[0], high[0], low[1], high[1])
     bins = [np.linspace(low[0], high[0], 80), np.linspace(low[1], high[1], 80)]
     fig = Figure(figsize=(12, 4), layout="constrained")
@@ -514,7 +596,8 @@ def _density_figure(model: FlowModel, data: np.ndarray, seed: int, path: str) ->
         ax.set_title(f"{title} ({len(points)} points)")
     ax = fig.add_subplot(1, 3, 3)
     ax.imshow(density, origin="lower", extent=extent, aspect="auto", cmap="viridis")
-    ax.set_title("learned density p(x)")
+    ax.set_title("learned density p(x)" if labels is None
+                 else r"learned density $\sum_c\, p(c)\, p(x \mid c)$")
     for ax in fig.axes:
         ax.set_xlim(low[0], high[0])
         ax.set_ylim(low[1], high[1])
@@ -609,6 +692,7 @@ def run(config: TrainConfig | Mapping) -> dict:
     metrics = {
         "flow": config.flow, "dataset": config.dataset,
         "event_shape": list(image_shape or splits.event_shape), "num_levels": splits.num_levels,
+        "num_classes": model.flow.num_classes,
         **scores,
         "train_evaluation": "the best weights over one pass of the training split, with "
                             "fresh dequantization noise as in training",
@@ -631,8 +715,13 @@ def run(config: TrainConfig | Mapping) -> dict:
                          os.path.join(out, "samples.png"))
             written.append("samples.png")
         elif splits.event_shape == (2,):
-            data = np.concatenate(list(splits.test.as_numpy_iterator()))[:_DENSITY_SAMPLES]
-            _density_figure(model, data, config.seed, os.path.join(out, "density.png"))
+            test = list(splits.test.as_numpy_iterator())
+            if config.conditional:
+                data, labels = (np.concatenate(column)[:_DENSITY_SAMPLES]
+                                for column in zip(*test, strict=True))
+            else:
+                data, labels = np.concatenate(test)[:_DENSITY_SAMPLES], None
+            _density_figure(model, data, labels, config.seed, os.path.join(out, "density.png"))
             written.append("density.png")
         metrics["wall_time_s"] = time.perf_counter() - start
         _write_json_atomically(os.path.join(out, "metrics.json"), metrics)
@@ -650,7 +739,7 @@ def run(config: TrainConfig | Mapping) -> dict:
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines the command-line flags (done by `main`, so importing this module defines none)."""
     d = TrainConfig()
-    flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(FLOWS)}.",
+    flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(zoo.FAMILIES)}.",
                         flag_values=flag_values)
     flags.DEFINE_string("dataset", d.dataset,
                         f"{', '.join(datasets.TOY_DATASETS)}, digits, a directory of IDX files, "
@@ -669,15 +758,30 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("num_examples", d.num_examples,
                          "Keep at most this many examples (train + test).",
                          flag_values=flag_values)
-    sizes = {"levels": "Scales (realnvp, glow on images).",
-             "depth": "Steps per level (glow).",
+    sizes = {"num_scales": "Scales of the multi-scale architecture, on images.",
+             "depth": "Steps per scale.",
              "hidden": "Hidden units or channels of the conditioner networks.",
-             "num_couplings": "Coupling layers (nice; realnvp on vectors).",
-             "num_layers": "Autoregressive layers (maf, iaf).",
-             "num_hidden": "Hidden layers per conditioner (nice, realnvp, maf, iaf)."}
-    for name, help_text in sizes.items():
-        flags.DEFINE_integer(name, None, help_text + " Default: the family's.",
-                             flag_values=flag_values)
+             "num_couplings": "Coupling layers, on vectors.",
+             "num_layers": "Autoregressive layers.",
+             "num_hidden": "Hidden layers per conditioner."}
+    for name in SIZE_FLAGS:
+        users = [flow for flow, family in zoo.FAMILIES.items()
+                 if name in (*family.vector_args, *family.image_args)]
+        flags.DEFINE_integer(name, None, f"{sizes[name]} Taken by {', '.join(users)}; default: "
+                             f"the family's.", flag_values=flag_values)
+    flags.DEFINE_integer("levels", None, "Deprecated name of --num_scales.",
+                         flag_values=flag_values)
+    users = ", ".join(flow for flow in zoo.FAMILIES if "transform" in _family_flags(flow, False))
+    flags.DEFINE_string("transform", d.transform,
+                        f"Coupling transform: {', '.join(TRANSFORMS)}. Taken by {users}; "
+                        f"default: the family's.", flag_values=flag_values)
+    flags.DEFINE_integer("bins", d.bins, "Bins of a spline transform; default: the family's.",
+                         flag_values=flag_values)
+    flags.DEFINE_float("bound", d.bound, "A spline transform acts on [-bound, bound] (the "
+                       "identity outside); default: the family's.", flag_values=flag_values)
+    flags.DEFINE_boolean("conditional", d.conditional,
+                         "Learn p(x | class label) on the dataset's labels (the mixture "
+                         "components of the 2-D toys).", flag_values=flag_values)
     flags.DEFINE_integer("patience", d.patience,
                          "Stop after this many epochs without a better validation bits/dim "
                          "(0: never); the best weights are kept.", flag_values=flag_values)
@@ -696,14 +800,15 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:
     """The `TrainConfig` of parsed flags."""
-    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(TrainConfig)
-              if f.name in flag_values}
+    values = {name: flag_values[name].value
+              for name in [*(f.name for f in dataclasses.fields(TrainConfig)), "levels"]
+              if name in flag_values}
     try:
         values["temperatures"] = tuple(float(t) for t in values["temperatures"])
     except ValueError:
         raise ConfigError(f"--temperatures must be numbers, got "
                           f"{','.join(values['temperatures'])}") from None
-    return TrainConfig(**values)
+    return TrainConfig(**_renamed(values))
 
 
 def main(argv: list[str]) -> int:

@@ -101,6 +101,8 @@ class Flow(keras.layers.Layer):
     # flags and the benchmark read these).
     vector_args: tuple[str, ...] = ()
     image_args: tuple[str, ...] = ()
+    # The coupling (or autoregressive) transform options the family takes.
+    transform_args: tuple[str, ...] = ()
 
     def __init__(self, event_shape, num_levels: int | None = None,
                  preprocessing: str = "logit", alpha: float = 0.05, reversible: bool = False,
@@ -318,6 +320,7 @@ class RealNVP(Flow):
 
     vector_args = ("num_couplings", "hidden", "num_hidden")
     image_args = ("num_scales", "hidden", "num_hidden")
+    transform_args = ("transform", "bins", "bound")
     default_transform = "affine"
 
     def __init__(self, event_shape, num_couplings: int | None = None,
@@ -421,6 +424,7 @@ class Glow(Flow):
     uses_data_dependent_init = True
     vector_args = ("depth", "hidden")
     image_args = ("num_scales", "depth", "hidden")
+    transform_args = ("transform", "bins", "bound")
 
     def __init__(self, event_shape, num_scales: int | None = None, depth: int = 32,
                  hidden: int = 512, transform: str | None = None, lu: bool = True,
@@ -490,6 +494,7 @@ class MAF(Flow):
     """
 
     vector_args = image_args = ("num_layers", "hidden", "num_hidden")
+    transform_args = ("transform", "bins", "bound")
 
     def __init__(self, event_shape, num_layers: int = 5, hidden: int = 512, num_hidden: int = 2,
                  transform: str | None = None, bins: int | None = None,

@@ -144,8 +144,12 @@ class SplineTransform(Transform):
     def __call__(self, x, params, inverse: bool):
         spline = self.spline(params)
         if inverse:
-            return spline.forward(x), spline.forward_log_det_jacobian(x, event_ndims=0)
-        return spline.inverse(x), spline.inverse_log_det_jacobian(x, event_ndims=0)
+            y, log_det = spline.forward(x), spline.forward_log_det_jacobian(x, event_ndims=0)
+        else:
+            y, log_det = spline.inverse(x), spline.inverse_log_det_jacobian(x, event_ndims=0)
+        # TFP's spline drops the static shape when the batch size is unknown (tf.function,
+        # SavedModel); the next coupling needs the channel count.
+        return tf.ensure_shape(y, x.shape), tf.ensure_shape(log_det, x.shape)
 
     def __repr__(self):
         return f"SplineTransform(bins={self.bins}, bound={self.bound})"
