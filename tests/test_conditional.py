@@ -204,7 +204,7 @@ def test_conditional_export_takes_the_context_in_every_signature(kind, tmp_path)
     if kind == "labels":
         model = IMAGE_BUILDERS["glow"](num_classes=K)
         x, context = _pixels(4), np.array([2, 0, 1, 2], "int32")
-        model.initialize_from_data(x, context)
+        model.initialize_from_data(x, context=context)
     else:
         model = VECTOR_BUILDERS["maf"](context_shape=(K,))
         x, context = _vectors(4)

@@ -377,7 +377,7 @@ class FlowModel(keras.Model):
 
         Runs the data-dependent initialisation of ActNorm on the first batch first.
         """
-        self.initialize_from_data(x, y, batch_size=batch_size)
+        self.initialize_from_data(x, batch_size, context=y)
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
             # Without a strategy Keras builds the optimizer inside the first trace of the train
@@ -386,7 +386,7 @@ class FlowModel(keras.Model):
                 optimizer.build(self.trainable_variables)
         return super().fit(x, y, batch_size=batch_size, **kwargs)
 
-    def initialize_from_data(self, data, context=None, batch_size=None) -> None:
+    def initialize_from_data(self, data, batch_size=None, *, context=None) -> None:
         """Runs ActNorm's data-dependent initialisation once, on the first batch of `data`.
 
         `data` is an array of x (with `context` for a conditional model) or a dataset of x or
