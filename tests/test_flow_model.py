@@ -153,9 +153,49 @@ def test_diverging_loss_stops_before_the_update():
     # Points far in the tail give an infinite loss in float32.
     x = np.full((32, 4), 1e20, "float32")
     before = [v.numpy().copy() for v in model.trainable_variables]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="loss became NaN or Inf"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step refused, nothing was updated"):
         model.fit(x, batch_size=32, epochs=1, verbose=0)
     for old, variable in zip(before, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(old, variable.numpy())
+
+
+@pytest.mark.parametrize("scale", [1e15, 1e10])
+def test_a_step_whose_update_would_not_be_finite_changes_nothing(scale):
+    """At 1e15 the gradients overflow; at 1e10 they are finite but Adam's second moments
+    (squared gradients) would become Inf and ruin the next clean step. Both are refused with
+    weights, optimizer state and iteration count untouched, and a clean fit then trains."""
+    keras.utils.set_random_seed(4)
+    model = tfp_flows.realnvp((2,), hidden=16)
+    model.compile(keras.optimizers.Adam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    before = [v.numpy().copy() for v in (*model.variables, *model.optimizer.variables)]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="step refused, nothing was updated"):
+        model.fit(np.full((4, 2), scale, "float32"), batch_size=4, verbose=0)
+    after = [v.numpy() for v in (*model.variables, *model.optimizer.variables)]
+    for old, new in zip(before, after, strict=True):
+        np.testing.assert_array_equal(old, new)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    x = np.random.default_rng(0).standard_normal((64, 2)).astype("float32")
+    model.fit(x, batch_size=32, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 2
+    assert all(np.all(np.isfinite(v.numpy())) for v in (*model.variables,
+                                                         *model.optimizer.variables))
+
+
+@pytest.mark.parametrize("bad", ["nan", "empty"])
+def test_actnorm_initialisation_refuses_a_bad_first_batch(bad):
+    model = BUILDERS["glow"]()
+    model.compile("adam")
+    x = _data(model)
+    if bad == "nan":
+        x[0, 0, 0, 0] = np.nan
+    else:
+        x = x[:0]
+    before = [v.numpy().copy() for v in model.variables]
+    with pytest.raises(ValueError, match="No weights were changed and the model is still"):
+        model.initialize_from_data(x)
+    assert not bool(model.data_initialized.numpy())
+    for old, variable in zip(before, model.variables, strict=True):
         np.testing.assert_array_equal(old, variable.numpy())
 
 

@@ -326,15 +326,32 @@ class FlowModel(keras.Model):
             scaled = loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
             scaled = self.optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, self.trainable_variables)
-        finite_loss = tf.debugging.Assert(
-            tf.math.is_finite(loss),
-            ["fit: the loss became NaN or Inf (try a lower learning rate); training stopped "
-             "before the update, so the weights hold their last finite values. Loss:", loss])
-        with tf.control_dependencies([finite_loss]):
-            gradients = [tf.identity(g) for g in gradients]
-        self.optimizer.apply(gradients, self.trainable_variables)
+        # Every op of the update, the iteration count's increment included, waits for the guard.
+        with tf.control_dependencies([self._step_guard(loss, gradients)]):
+            self.optimizer.apply([tf.identity(g) for g in gradients], self.trainable_variables)
         self._record(log_prob)
         return self._step_logs()
+
+    def _step_guard(self, loss, gradients) -> tf.Operation:
+        """Fails the step, before anything is updated, unless the update would be finite.
+
+        One check for the whole step: the loss and the sum of squared gradients must be
+        finite. A gradient that is finite but whose square overflows float32 (about 1.8e19)
+        would make the second moments of Adam or RMSprop infinite and ruin every later step,
+        so it is refused too. The update itself (and the optimizer's iteration count) depends
+        on the check, so a refused step changes no weight and no optimizer state. Under a
+        dynamic loss-scale optimizer the gradients are left to it: it skips non-finite steps
+        and lowers its scale by design.
+        """
+        checked = loss
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            checked += tf.add_n([tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+                                 for g in gradients if g is not None]) * 0.0
+        return tf.debugging.Assert(
+            tf.math.is_finite(checked),
+            ["fit: step refused, nothing was updated (no weight, no optimizer state): the loss, "
+             "a gradient or a squared gradient is NaN or Inf, so the update would not be "
+             "finite. Lower the learning rate or rescale the data. Loss:", loss])
 
     def test_step(self, data):
         x, context = self._inputs(*_unpack(data), "evaluate")
@@ -409,10 +426,24 @@ class FlowModel(keras.Model):
 
         def replica_init(x, context):
             x, context = self._inputs(x, context, "fit")
-            self.flow.bijector(context, initialize=True).inverse(x)
-            self.data_initialized.assign(True)
+            # Every assignment depends on x, so a bad batch stops before any of them.
+            valid = tf.debugging.Assert(
+                self._valid_batch(x, context) & (tf.size(x) > 0),
+                ["ActNorm's data-dependent initialisation needs a first batch that is not "
+                 "empty, has no NaN or Inf (and labels in range)."])
+            with tf.control_dependencies([valid]):
+                x = tf.identity(x)
+            z = self.flow.bijector(context, initialize=True).inverse(x)
+            with tf.control_dependencies([z]):
+                self.data_initialized.assign(True)
 
-        tf.function(lambda b: strategy.run(replica_init, args=b))(batch)
+        try:
+            tf.function(lambda b: strategy.run(replica_init, args=b))(batch)
+        except tf.errors.InvalidArgumentError:
+            raise ValueError(
+                "fit: the first batch is empty or holds NaN or Inf values (or class labels out "
+                "of range), so ActNorm's data-dependent initialisation cannot use it; clean the "
+                "data. No weights were changed and the model is still uninitialised.") from None
 
     # -------------------------------------------------------------------------- serialising
 
