@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
         "max_abs_log_prob_difference": {"reloaded_keras": reload_gap, "served": served_gap},
         "machine": common.machine(),
     }
-    common.write_json("custom_flow", record, args.quick)
+    common.write_json("custom_flow.json", record, args.quick)
     print(record)
     return record
 
