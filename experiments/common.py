@@ -55,16 +55,19 @@ def fashion_mnist_arrays(data_dir: str) -> dict[str, np.ndarray]:
 
 
 def fashion_mnist_splits(data_dir: str, train_examples: int, test_examples: int,
-                         batch_size: int, seed: int = 0) -> datasets.Splits:
+                         batch_size: int, seed: int = 0, labels: bool = False) -> datasets.Splits:
     """Dequantized pipelines over the first `train_examples` training images (10% of them held
-    out for validation) and the first `test_examples` images of the official test set."""
+    out for validation) and the first `test_examples` images of the official test set; with
+    `labels=True` they yield `(x, label)` batches."""
     arrays = fashion_mnist_arrays(data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         # The library's .npz source gives exact subset sizes with its own dequantization.
         path = os.path.join(tmp, "fashion_mnist_subset.npz")
         np.savez(path, x_train=arrays["x_train"][:train_examples],
-                 x_test=arrays["x_test"][:test_examples])
-        return datasets.load(path, batch_size=batch_size, seed=seed)
+                 x_test=arrays["x_test"][:test_examples],
+                 y_train=arrays["y_train"][:train_examples],
+                 y_test=arrays["y_test"][:test_examples])
+        return datasets.load(path, batch_size=batch_size, seed=seed, labels=labels)
 
 
 def train(model: keras.Model, splits: datasets.Splits, *, epochs: int, learning_rate: float,

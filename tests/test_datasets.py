@@ -195,6 +195,61 @@ def test_npz_missing_array_raises(tmp_path):
         datasets.load_arrays(str(path))
 
 
+def test_a_file_that_is_not_an_npz_gets_no_advice_to_unpickle_it(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("these are not arrays\n")
+    with pytest.raises(ValueError, match=r"is not a valid \.npz file .* starts with b'thes'") \
+            as info:
+        datasets.load_arrays(str(path))
+    assert "pickle" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_npz_is_reported_as_such(tmp_path, damage):
+    path = tmp_path / "vectors.npz"
+    np.savez(path, x_train=np.zeros((20, 2), np.float32), x_test=np.zeros((5, 2), np.float32))
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        del data[len(data) // 2:]
+    else:
+        # Inside the x_train member: the zip structure stays whole.
+        data[len(data) // 4:len(data) // 4 + 16] = b"x" * 16
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"is truncated or corrupt \(.+\); write it again with "
+                                         r"numpy\.savez"):
+        datasets.load_arrays(str(path))
+
+
+def test_object_arrays_are_refused_without_being_unpickled(tmp_path, monkeypatch):
+    path = tmp_path / "dicts.npz"
+    examples = np.array([{"image": np.zeros((4, 4), np.uint8), "label": 1}] * 10)
+    np.savez(path, x_train=examples, x_test=examples[:2])
+    monkeypatch.setattr("pickle.load", _unexpected_unpickling)
+    with pytest.raises(ValueError, match=r"holds pickled object arrays \(x_train, x_test: Python "
+                                         r"objects such as dicts\), which we refuse to load") \
+            as info:
+        datasets.load_arrays(str(path))
+    assert "allow_pickle" not in str(info.value) and "dtype string" not in str(info.value)
+
+
+def _unexpected_unpickling(*args, **kwargs):
+    raise AssertionError("an .npz was unpickled")
+
+
+@pytest.mark.parametrize("x_train, described", [
+    (np.array(["a", "b"] * 10), r"got x_train of strings \(<U1\)"),
+    (np.zeros(10, [("image", np.uint8, (4, 4)), ("label", np.int64)]),
+     "got x_train of records with fields image, label"),
+    (np.float32(3.0), r"x_train must be an array of examples, got a single value \(dtype "
+                      r"float32\)"),
+])
+def test_arrays_that_are_not_numbers_are_described(tmp_path, x_train, described):
+    path = tmp_path / "odd.npz"
+    np.savez(path, x_train=x_train, x_test=x_train)
+    with pytest.raises(ValueError, match=described):
+        datasets.load_arrays(str(path))
+
+
 def test_npz_unsupported_dtype_raises(tmp_path):
     path = tmp_path / "ints.npz"
     np.savez(path, x_train=np.zeros((10, 4, 4), np.int32), x_test=np.zeros((5, 4, 4), np.int32))

@@ -201,9 +201,11 @@ def test_a_wrong_dtype_or_argument_fails_with_a_clear_message(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match="sample expects n >= 1"):
         signatures["sample"](n=tf.constant(0), temperature=tf.constant(1.0),
                              seed=tf.constant(0, tf.int64))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="sample expects temperature > 0"):
-        signatures["sample"](n=tf.constant(2), temperature=tf.constant(0.0),
-                             seed=tf.constant(0, tf.int64))
+    for temperature in (0.0, float("inf")):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="sample expects a finite temperature > 0"):
+            signatures["sample"](n=tf.constant(2), temperature=tf.constant(temperature),
+                                 seed=tf.constant(0, tf.int64))
     with pytest.raises(TypeError, match="expects a tfp_flows FlowModel"):
         tfp_flows.export_saved_model(keras.Sequential([keras.layers.Dense(1)]), path)
 

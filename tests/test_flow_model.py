@@ -98,6 +98,8 @@ def test_actnorm_initialisation_standardises_the_first_batch():
     (np.zeros((2, 5), "float32"), r"expects inputs of shape \(batch, 4\), got shape \(2, 5\)"),
     (np.zeros((4,), "float32"), r"expects inputs of shape \(batch, 4\), got shape \(4\)"),
     (np.zeros((2, 4), "int32"), "floating-point inputs.*int32.*Dequantize"),
+    ({"image": np.zeros((2, 4), "float32")}, r"got a dict with keys \['image'\]"),
+    (np.array([{"x": 1.0}, {"x": 2.0}]), "array of Python objects"),
 ])
 def test_log_prob_rejects_bad_input(bad, message):
     model = BUILDERS["realnvp"]()
@@ -117,7 +119,8 @@ def test_fit_rejects_wrong_shape_and_changes_nothing():
 
 @pytest.mark.parametrize("n, temperature, message", [
     (0, 1.0, "positive integer"), (2.5, 1.0, "positive integer"), (True, 1.0, "positive integer"),
-    (3, 0.0, "temperature > 0"), (3, -1.0, "temperature > 0"),
+    (3, 0.0, "finite temperature > 0"), (3, -1.0, "finite temperature > 0"),
+    (3, float("inf"), "finite temperature > 0"), (3, float("nan"), "finite temperature > 0"),
 ])
 def test_sample_rejects_bad_arguments(n, temperature, message):
     model = BUILDERS["realnvp"]()
@@ -211,3 +214,29 @@ def test_trainable_variables_are_keras_owned_and_complete():
     assert any("actnorm" in n for n in names) and any("conv1x1" in n for n in names)
     assert any("prior" in n for n in names) and any("coupling" in n for n in names)
     assert all(isinstance(v, keras.Variable) for v in model.trainable_variables)
+
+
+@pytest.mark.parametrize("family", ["glow", "maf"])
+def test_public_methods_are_traced_once_whatever_the_arguments(family):
+    """sample / log_prob / encode / decode run compiled, one trace each for 20 calls of
+    varying batch size, n, temperature and seed, and give what the eager code gives."""
+    keras.utils.set_random_seed(5)
+    model = BUILDERS[family]()
+    x = _data(model, n=7)
+    for i in range(20):
+        n = 1 + i % 4
+        samples = model.sample(n, temperature=0.5 + 0.1 * (i % 3), seed=i if i % 5 else None)
+        assert samples.shape == (n, *model.event_shape)
+        z = model.encode(x[:n + 1])
+        model.decode(z)
+        model.log_prob(x[:1 + i % 7])
+    functions = model._public_functions
+    assert sorted(functions) == ["decode", "encode", "log_prob", "sample"]
+    for name, function in functions.items():
+        assert function.experimental_get_tracing_count() == 1, name
+    eager_z = model._encode(tf.constant(x))
+    np.testing.assert_allclose(model.encode(x), eager_z, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.log_prob(x), model._log_prob(tf.constant(x)), rtol=1e-5,
+                               atol=1e-4)
+    np.testing.assert_allclose(model.sample(3, seed=4), model._sample(3, 1.0, 4), rtol=1e-5,
+                               atol=1e-5)

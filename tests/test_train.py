@@ -4,7 +4,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,8 +161,158 @@ def test_nan_in_the_data_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     assert "\n" not in str(error.value)
     kept = ("backup", "model.keras", "metrics.json")
     after = _snapshot(tmp_path / "run")
+    assert ".lock" not in after
     assert {k: v for k, v in after.items() if k.startswith(kept)} == {
         k: v for k, v in before.items() if k.startswith(kept)}
+
+
+@pytest.fixture
+def live_process():
+    """A process that runs until the test ends."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def _lock(directory, pid) -> None:
+    """Writes the lock file of `directory` as the command running as `pid` on this host would."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".lock"), "w") as f:
+        json.dump({"pid": pid, "host": socket.gethostname()}, f)
+
+
+def test_a_directory_locked_by_a_running_command_is_refused(tmp_path, live_process):
+    output_dir = tmp_path / "run"
+    _lock(output_dir, live_process.pid)
+    before = _snapshot(output_dir)
+    with pytest.raises(ConfigError, match=f"{output_dir} is in use by process "
+                                          f"{live_process.pid} on host") as error:
+        run({**TOY, "epochs": 1, "output_dir": str(output_dir)})
+    assert "\n" not in str(error.value)
+    assert _snapshot(output_dir) == before
+
+
+def test_the_lock_of_a_killed_command_is_taken_over_and_released(tmp_path, capfd):
+    output_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    _lock(output_dir, process.pid)
+    run({**TOY, "epochs": 1, "output_dir": str(output_dir)})
+    notice = f"note: taking over the lock {output_dir}/.lock of process {process.pid}, which no"
+    assert notice in capfd.readouterr().err
+    assert not (output_dir / ".lock").exists()
+
+
+def test_the_lock_is_released_when_the_run_is_interrupted(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "on_epoch_end", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run({**TOY, "epochs": 1, "output_dir": str(tmp_path)})
+    assert (tmp_path / "config.json").exists() and not (tmp_path / ".lock").exists()
+
+
+def test_a_worker_that_is_not_the_chief_takes_no_lock(tmp_path, monkeypatch, live_process):
+    import tensorflow as tf
+
+    _lock(tmp_path, live_process.pid)
+    extended = type(tf.distribute.get_strategy().extended)
+    monkeypatch.setattr(extended, "should_checkpoint", property(lambda self: False))
+    metrics = run({**TOY, "epochs": 1, "output_dir": str(tmp_path)})
+    assert metrics["epochs"] == 1 and os.listdir(tmp_path) == [".lock"]
+
+
+def test_a_second_command_on_a_directory_in_use_exits_2_naming_the_holder(tmp_path,
+                                                                          live_process):
+    output_dir = tmp_path / "run"
+    _lock(output_dir, live_process.pid)
+    result = subprocess.run(
+        [sys.executable, "-m", "tfp_flows.train", "--num_examples=300", "--epochs=1",
+         f"--output_dir={output_dir}"], capture_output=True, text=True, env=SUBPROCESS_ENV,
+        timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: {output_dir} is in use by process {live_process.pid} on host")
+
+
+def _truncate(path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _garble(path) -> None:
+    path.write_text("[1, 2]")
+
+
+def _weights(output_dir):
+    return next((output_dir / "backup").glob("weights-*.weights.h5"))
+
+
+@pytest.mark.parametrize("damage, file, message", [
+    (_truncate, lambda d: d / "backup" / "state.json",
+     r"checkpoint .*state\.json is unreadable \(JSONDecodeError: .*\); remove .*backup to start "
+     r"over, or restore it"),
+    (_garble, lambda d: d / "backup" / "state.json",
+     r"state\.json is unreadable \(expected a JSON object, got a list\)"),
+    (_truncate, _weights,
+     r"checkpoint .*weights-00000002\.weights\.h5 is unreadable \(OSError: .*\); remove "
+     r".*backup to start over"),
+    (_garble, _weights, r"weights-00000002\.weights\.h5 is unreadable \(OSError: "),
+    (_truncate, lambda d: d / "config.json",
+     r"config\.json is unreadable \(JSONDecodeError: .*\); restore it, or pick another "
+     r"--output_dir"),
+    (_truncate, lambda d: d / "model.keras",
+     r"the best model .*model\.keras is unreadable \(BadZipFile: .*\); restore it, or remove "
+     r".*backup to start over"),
+])
+def test_a_damaged_run_directory_is_a_one_line_error_before_training(toy_run, tmp_path, damage,
+                                                                      file, message):
+    output_dir = tmp_path / "run"
+    shutil.copytree(toy_run[0], output_dir)
+    damage(file(output_dir))
+    before = _snapshot(output_dir / "backup")
+    with pytest.raises(ConfigError, match=message) as error:
+        run({**TOY, "epochs": 3, "output_dir": str(output_dir)})
+    assert "\n" not in str(error.value)
+    assert _snapshot(output_dir / "backup") == before
+    assert not (output_dir / ".lock").exists()
+
+
+@pytest.mark.parametrize("output_dir, message", [
+    ("file", r"--output_dir .*file is a file, not a directory; pick another --output_dir"),
+    ("file/run", r"cannot write in --output_dir .*file/run \(NotADirectoryError: .*\); pick a "
+                 r"writable --output_dir"),
+    ("read_only", r"cannot write in --output_dir .*read_only \(PermissionError: .*\); pick a "
+                  r"writable --output_dir"),
+])
+def test_an_output_dir_that_cannot_be_written_is_a_one_line_error(tmp_path, monkeypatch,
+                                                                  output_dir, message):
+    (tmp_path / "file").write_text("not a directory")
+    (tmp_path / "read_only").mkdir()
+    real_open = os.open
+
+    def refuse_the_lock(path, *args, **kwargs):
+        if os.path.basename(path) == ".lock":
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
+
+    # Root may write anywhere, so os.open plays the refusal of a directory without write
+    # permission.
+    monkeypatch.setattr(os, "open", refuse_the_lock)
+    with pytest.raises(ConfigError, match=message):
+        run({**TOY, "epochs": 1, "output_dir": str(tmp_path / output_dir)})
+
+
+def test_a_truncated_npz_dataset_is_a_one_line_error(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=np.zeros((600, 2)), x_test=np.zeros((100, 2)))
+    _truncate(path)
+    with pytest.raises(ConfigError, match=r"data\.npz is truncated or corrupt \(BadZipFile: .*\);"
+                                          r" write it again with numpy\.savez"):
+        run({**TOY, "dataset": str(path), "output_dir": str(tmp_path / "run")})
+    assert not (tmp_path / "run").exists()
 
 
 def _tiny_model():

@@ -21,6 +21,8 @@ import math
 import numbers
 import os
 import socket
+import zipfile
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -52,6 +54,8 @@ _IDX_FILES = {
 }
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _GZIP_MAGIC = b"\x1f\x8b"
+# How a zip archive, hence an .npz file, starts (a local file header).
+_ZIP_MAGIC = b"PK\x03\x04"
 
 # TFDS hosts most of its data here; if this host is unreachable a download cannot succeed.
 _PROBE_ADDRESS = ("storage.googleapis.com", 443)
@@ -357,18 +361,20 @@ def _idx_arrays(directory: str) -> dict[str, np.ndarray]:
 
 
 def _npz_arrays(path: str, num_examples: int | None) -> tuple[dict[str, np.ndarray], int | None]:
-    with np.load(path) as npz:
-        missing = [k for k in ("x_train", "x_test") if k not in npz.files]
-        if missing:
-            raise ValueError(f"{path} must hold arrays x_train and x_test, missing {missing} "
-                             f"(found {npz.files})")
-        arrays = {key: npz[key] for key in ("x_train", "x_test")}
-        for split in ("train", "test"):
-            x = arrays[f"x_{split}"]
-            y = npz[f"y_{split}"] if f"y_{split}" in npz.files else np.zeros(len(x), np.int64)
-            if y.shape != (len(x),):
-                raise ValueError(f"{path}: y_{split} must have shape ({len(x)},), got {y.shape}")
-            arrays[f"y_{split}"] = y.astype(np.int64)
+    arrays = _read_npz(path, ("x_train", "x_test", "y_train", "y_test"))
+    missing = [k for k in ("x_train", "x_test") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} must hold arrays x_train and x_test, missing {missing} "
+                         f"(found {sorted(arrays)})")
+    for split in ("train", "test"):
+        x = arrays[f"x_{split}"]
+        if x.ndim == 0:
+            raise ValueError(f"{path}: x_{split} must be an array of examples, got a single "
+                             f"value ({_describe(x.dtype)})")
+        y = arrays.get(f"y_{split}", np.zeros(len(x), np.int64))
+        if y.shape != (len(x),):
+            raise ValueError(f"{path}: y_{split} must have shape ({len(x)},), got {y.shape}")
+        arrays[f"y_{split}"] = y.astype(np.int64)
     x_train, x_test = arrays["x_train"], arrays["x_test"]
     if x_train.dtype != x_test.dtype or x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"{path}: x_train and x_test must share dtype and event shape, got "
@@ -382,8 +388,55 @@ def _npz_arrays(path: str, num_examples: int | None) -> tuple[dict[str, np.ndarr
         num_levels = None
     else:
         raise ValueError(f"{path}: expected uint8 images (N, H, W) or (N, H, W, C), or float "
-                         f"vectors (N, D); got x_train {x_train.dtype} {x_train.shape}")
+                         f"vectors (N, D); got x_train of {_describe(x_train.dtype)}, shape "
+                         f"{x_train.shape}")
     return _truncate(arrays, num_examples), num_levels
+
+
+def _read_npz(path: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays named `keys` that an .npz file holds.
+
+    Raises:
+        ValueError: For a file that is not an .npz, is truncated or corrupt, or holds pickled
+            object arrays, which are refused without being read: unpickling runs code.
+    """
+    with open(path, "rb") as f:
+        start = f.read(len(_ZIP_MAGIC))
+    if start != _ZIP_MAGIC:
+        raise ValueError(f"{path} is not a valid .npz file (a zip archive of .npy arrays, as "
+                         f"numpy.savez writes); it starts with {start!r}; write it with "
+                         f"numpy.savez(path, x_train=..., x_test=...)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = [key for key in keys if key in npz.files]
+            pickled = [key for key in names if _npz_dtype(npz, key).hasobject]
+            if not pickled:
+                return {key: npz[key] for key in names}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path} is truncated or corrupt ({type(error).__name__}: {error}); "
+                         f"write it again with numpy.savez") from None
+    raise ValueError(f"{path} holds pickled object arrays ({', '.join(pickled)}: Python "
+                     f"objects such as dicts), which we refuse to load since unpickling a file "
+                     f"can run any code; save uint8 images or float vectors as plain arrays")
+
+
+def _npz_dtype(npz, key: str) -> np.dtype:
+    """The dtype of an array of an open .npz file, from its .npy header alone."""
+    with npz.zip.open(f"{key}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        # Version 3 headers differ from version 2 only in allowing UTF-8 field names.
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        return read_header(member)[2]
+
+
+def _describe(dtype: np.dtype) -> str:
+    """A dtype in words, naming the kinds of data that are not numbers."""
+    if dtype.names:
+        return f"records with fields {', '.join(dtype.names)}"
+    if dtype.kind in "SU":
+        return f"strings ({dtype})"
+    return f"dtype {dtype}"
 
 
 # ----------------------------------------------------------------------------- TFDS

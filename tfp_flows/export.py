@@ -58,11 +58,13 @@ def _serving_functions(model: FlowModel) -> dict:
     # [2,4,4,1] is not compatible with expected shape [?,8,8,1]" instead of an error deep in
     # the flow, or none at all. autograph=False: the flows have no tensor-dependent Python
     # control flow, and converting TFP's call stack only costs tracing time.
+    def context_for(context, batch):
+        return _checked_context(model, [tf.ensure_shape(c, spec.shape) for c, spec in zip(
+            context, context_spec, strict=True)], batch)
+
     def inputs(tensor, shape, context):
         tensor = tf.ensure_shape(tensor, [None, *shape])
-        context = [tf.ensure_shape(c, spec.shape) for c, spec in zip(context, context_spec,
-                                                                    strict=True)]
-        return tensor, _checked_context(model, context, tf.shape(tensor)[0])
+        return tensor, context_for(context, tf.shape(tensor)[0])
 
     @tf.function(autograph=False,
                  input_signature=[_event_spec(event_shape, "x"), *context_spec])
@@ -78,25 +80,23 @@ def _serving_functions(model: FlowModel) -> dict:
         n, temperature, seed = (tf.ensure_shape(t, []) for t in (n, temperature, seed))
         checks = [
             tf.debugging.assert_positive(n, message="sample expects n >= 1"),
-            tf.debugging.assert_positive(temperature, message="sample expects temperature > 0"),
+            tf.debugging.Assert((temperature > 0) & tf.math.is_finite(temperature),
+                                ["sample expects a finite temperature > 0, got", temperature]),
         ]
         with tf.control_dependencies(checks):
-            # The same noise as FlowModel.sample(n, seed=seed): equal seeds, equal samples.
-            z = model.latent_noise(n, temperature, seed)
-        _, context = inputs(z, latent_shape, context)
-        return {"x": model.flow.bijector(context).forward(z)}
+            n = tf.identity(n)
+        # FlowModel.sample's own function: equal seeds, equal samples.
+        return {"x": model._sample(n, temperature, seed, context_for(context, n))}
 
     @tf.function(autograph=False,
                  input_signature=[_event_spec(event_shape, "x"), *context_spec])
     def encode(x, *context):
-        x, context = inputs(x, event_shape, context)
-        return {"z": model.flow.bijector(context).inverse(x)}
+        return {"z": model._encode(*inputs(x, event_shape, context))}
 
     @tf.function(autograph=False,
                  input_signature=[_event_spec(latent_shape, "z"), *context_spec])
     def decode(z, *context):
-        z, context = inputs(z, latent_shape, context)
-        return {"x": model.flow.bijector(context).forward(z)}
+        return {"x": model._decode(*inputs(z, latent_shape, context))}
 
     log_prob = log_prob.get_concrete_function()
     return {"serving_default": log_prob, "log_prob": log_prob,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -155,8 +156,11 @@ class FlowModel(keras.Model):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
-        bijector = self.flow.bijector(self._dummy_context(1))
-        return tuple(bijector.inverse_event_shape(self.event_shape).as_list())
+        if "_latent_shape" not in self.__dict__:
+            bijector = self.flow.bijector(self._dummy_context(1))
+            shape = tuple(bijector.inverse_event_shape(self.event_shape).as_list())
+            object.__setattr__(self, "_latent_shape", shape)
+        return self._latent_shape
 
     def base_distribution(self, temperature: float = 1.0) -> tfd.Distribution:
         """Standard normal (scaled by `temperature`) over the latent shape."""
@@ -205,8 +209,16 @@ class FlowModel(keras.Model):
     def _check_input(self, x, where: str) -> tf.Tensor:
         """Converts `x` to a float32 tensor, or raises ValueError naming what was expected."""
         expected = f"(batch, {', '.join(map(str, self.event_shape))})"
+        if isinstance(x, dict):
+            raise ValueError(f"{where} expects floating-point inputs of shape {expected}, got a "
+                             f"dict with keys {sorted(map(str, x))}; pass the image or vector "
+                             f"array itself.")
         if not hasattr(x, "dtype"):
             x = np.asarray(x)
+        if x.dtype == object:
+            raise ValueError(f"{where} expects floating-point inputs of shape {expected}, got "
+                             f"an array of Python objects (dtype object, e.g. dicts or "
+                             f"ragged lists).")
         dtype = tf.as_dtype(x.dtype)
         if not dtype.is_floating:
             raise ValueError(
@@ -226,9 +238,31 @@ class FlowModel(keras.Model):
         x = self._check_input(x, where)
         return x, self._check_context(context, where, batch=x.shape[0])
 
+    def _compiled(self, name: str, fn, *args):
+        """`fn(*args)` through a `tf.function` made for `name` on its first eager call.
+
+        The public methods check their inputs eagerly (clear errors), then run here: one trace
+        per model and method, whatever the batch size, `n`, temperature or seed, because the
+        signature leaves the batch axis open and passes scalars as tensors. Inside a caller's
+        own `tf.function` (or Keras' train/predict steps) `fn` runs inline. The functions live
+        in a plain dict outside Keras' tracking, so saving never sees them.
+        """
+        args = [a for a in args if a is not None]
+        if not tf.executing_eagerly():
+            return fn(*args)
+        functions = self.__dict__.get("_public_functions")
+        if functions is None:
+            functions = {}
+            object.__setattr__(self, "_public_functions", functions)
+        if name not in functions:
+            signature = [tf.TensorSpec([None, *a.shape[1:]] if a.shape.rank else [], a.dtype)
+                         for a in args]
+            functions[name] = tf.function(fn, input_signature=signature, autograph=False)
+        return functions[name](*args)
+
     def log_prob(self, x, context=None) -> tf.Tensor:
         """log p(x | context) in nats, one value per example."""
-        return self._log_prob(*self._inputs(x, context, "log_prob"))
+        return self._compiled("log_prob", self._log_prob, *self._inputs(x, context, "log_prob"))
 
     def call(self, x, context=None):
         return self.log_prob(x, context)
@@ -239,8 +273,13 @@ class FlowModel(keras.Model):
 
     def encode(self, x, context=None) -> tf.Tensor:
         """z = f_c^-1(x), the latent of data x."""
-        x, context = self._inputs(x, context, "encode")
+        return self._compiled("encode", self._encode, *self._inputs(x, context, "encode"))
+
+    def _encode(self, x, context=None):
         return self.flow.bijector(context).inverse(x)
+
+    def _decode(self, z, context=None):
+        return self.flow.bijector(context).forward(z)
 
     def decode(self, z, context=None) -> tf.Tensor:
         """x = f_c(z), the data of latent z."""
@@ -255,20 +294,19 @@ class FlowModel(keras.Model):
                              f"{', '.join(map(str, self.latent_shape))}), "
                              f"got {_describe_shape(tuple(z.shape))}.")
         context = self._check_context(context, "decode", batch=z.shape[0])
-        return self.flow.bijector(context).forward(z)
+        return self._compiled("decode", self._decode, z, context)
 
-    def latent_noise(self, n, temperature=1.0, seed=None) -> tf.Tensor:
-        """`n` latents z ~ N(0, temperature^2 I), stateless given `seed`.
+    def latent_noise(self, n, temperature, seed) -> tf.Tensor:
+        """`n` latents z ~ N(0, temperature^2 I), a stateless function of the integer `seed`.
 
-        `seed` is an int (the same int gives the same noise here and in the exported `sample`
-        signature) or None for fresh noise.
+        The same seed gives the same noise here and in the exported `sample` signature.
         """
         shape = tf.concat([[n], tf.constant(self.latent_shape, tf.int32)], axis=0)
-        if seed is None:
-            seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
-        else:
-            seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         return tf.random.stateless_normal(shape, seed=seed) * tf.cast(temperature, tf.float32)
+
+    def _sample(self, n, temperature, seed, context=None):
+        return self.flow.bijector(context).forward(self.latent_noise(n, temperature, seed))
 
     def sample(self, n: int, context=None, temperature: float = 1.0, seed=None) -> tf.Tensor:
         """`n` samples x = f_c(z) with z ~ N(0, temperature^2 I).
@@ -283,13 +321,17 @@ class FlowModel(keras.Model):
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"sample expects a positive integer number of samples, got {n!r}.")
-        if isinstance(temperature, bool) or not temperature > 0:
-            raise ValueError(f"sample expects temperature > 0, got {temperature!r}.")
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+                0 < temperature < math.inf):
+            raise ValueError(f"sample expects a finite temperature > 0, got {temperature!r}.")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(f"sample expects an integer seed or None, got {seed!r}.")
         context = self._check_context(context, "sample", batch=int(n))
-        z = self.latent_noise(int(n), temperature, seed)
-        return self.flow.bijector(context).forward(z)
+        if seed is None:
+            seed = tf.random.uniform([], maxval=tf.int64.max, dtype=tf.int64)
+        return self._compiled("sample", self._sample, tf.constant(int(n), tf.int32),
+                              tf.constant(temperature, tf.float32),
+                              tf.constant(seed, tf.int64), context)
 
     # ---------------------------------------------------------------------------- training
 

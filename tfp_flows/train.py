@@ -13,10 +13,13 @@ writes into `--output_dir`:
     samples.png          images: samples at several temperatures (a row per class with
                          --conditional)
     density.png          2-D data: data, samples and the learned density
+    .lock                the PID and host of the command training there, while it runs
 
 A run killed at any point (SIGKILL included) resumes when the same command is run again: the
 training state is committed every `--checkpoint_steps` steps and at every epoch end, each
-commit atomic (see `Checkpoint`). An `--output_dir` that holds a different model is refused.
+commit atomic (see `Checkpoint`). An `--output_dir` that holds a different model is refused,
+and so is one where another command trains (see `_locked`). A damaged checkpoint, config.json
+or best model stops the command with a one-line error, as bad input does.
 
 The families and their size flags come from `tfp_flows.zoo.FAMILIES`. `--conditional` trains
 p(x | label) on the dataset's class labels (the mixture components of the 2-D toys).
@@ -33,15 +36,18 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
 import math
 import os
 import platform
+import socket
 import sys
 import time
 import warnings
+import zipfile
 from collections.abc import Mapping
 
 import keras
@@ -73,6 +79,12 @@ _SAMPLES_PER_ROW = 4
 _UNCONDITIONAL_ROWS = 2
 _DENSITY_GRID = 200
 _DENSITY_SAMPLES = 4000
+# The lock file of a run directory, which holds the PID and host of the command training in it.
+_LOCK_NAME = ".lock"
+# What reading a damaged weights or .keras file raises (h5py raises OSError).
+_LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+# Longest reason quoted in an error message; Keras's can run to pages.
+_REASON_CHARS = 200
 
 
 class ConfigError(ValueError):
@@ -173,18 +185,43 @@ class Checkpoint(keras.callbacks.Callback):
 
         Returns:
             Whether a commit was found.
+
+        Raises:
+            ConfigError: When the commit or the best model it names is missing or damaged.
         """
         if not os.path.exists(self.state_path):
             return False
-        with open(self.state_path) as f:
-            state = json.load(f)
+        advice = f"remove {self.directory} to start over, or restore it"
+        state = _read_json_object(self.state_path, "checkpoint", advice, keys=self.state)
         optimizer = self.model.optimizer
         if not optimizer.built:
             # The optimizer's slots must exist (in the strategy scope) for their values to load.
             optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.directory, state["weights"]))
+        if state["best_epoch"] is not None:
+            # Read now, though only used after training, so a damaged best model stops the run
+            # before it trains; the commit's weights replace these next.
+            self.load_best()
+        weights_path = os.path.join(self.directory, state["weights"])
+        try:
+            self.model.load_weights(weights_path)
+        except _LOAD_ERRORS as error:
+            raise ConfigError(f"checkpoint {weights_path} is unreadable ({_reason(error)}); "
+                              f"{advice}") from None
         self.state = state
         return True
+
+    def load_best(self) -> None:
+        """Loads the weights of the best model into the model.
+
+        Raises:
+            ConfigError: When the best model's file is missing or damaged.
+        """
+        try:
+            self.model.load_weights(self.best_model_path)
+        except _LOAD_ERRORS as error:
+            raise ConfigError(f"the best model {self.best_model_path} is unreadable "
+                              f"({_reason(error)}); restore it, or remove {self.directory} to "
+                              f"start over") from None
 
     def kept(self) -> str:
         """Says which saved state survives, for the message of a run that stops."""
@@ -244,6 +281,33 @@ class Checkpoint(keras.callbacks.Callback):
                 if os.path.basename(path) != state["weights"]:
                     os.remove(path)
         self.state = state
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as one short line, for the one-line error of the command."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= _REASON_CHARS else f"{text[:_REASON_CHARS - 3]}..."
+
+
+def _read_json_object(path: str, what: str, advice: str, keys=()) -> dict:
+    """The JSON object in `path`, which must have `keys`.
+
+    Raises:
+        ConfigError: Saying that `what` `path` is unreadable and why, then `advice`.
+    """
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as error:
+        reason = _reason(error)
+    else:
+        if not isinstance(value, dict):
+            reason = f"expected a JSON object, got a {type(value).__name__}"
+        elif missing := [key for key in keys if key not in value]:
+            reason = f"it lacks {', '.join(missing)}"
+        else:
+            return value
+    raise ConfigError(f"{what} {path} is unreadable ({reason}); {advice}")
 
 
 def _fsync(path: str) -> None:
@@ -452,8 +516,8 @@ def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
     """Refuses a directory that holds another model, or files that are not a run's."""
     config_path = os.path.join(output_dir, "config.json")
     if os.path.exists(config_path):
-        with open(config_path) as f:
-            stored = _upgraded(json.load(f))
+        stored = _upgraded(_read_json_object(
+            config_path, "the run's", "restore it, or pick another --output_dir"))
         differences = []
         for key in _IDENTITY_KEYS:
             old, new = stored.get(key), identity[key]
@@ -466,9 +530,94 @@ def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
             raise ConfigError(f"{output_dir} holds a different model ({'; '.join(differences)});"
                               f" pick another --output_dir, or delete {output_dir} to start over")
     elif chief and os.path.isdir(output_dir) and [
-            name for name in os.listdir(output_dir) if not name.startswith(".partial-")]:
+            name for name in os.listdir(output_dir)
+            if name != _LOCK_NAME and not name.startswith(".partial-")]:
         raise ConfigError(f"{output_dir} is not empty and holds no config.json of a training "
                           f"run; pick another --output_dir")
+
+
+@contextlib.contextmanager
+def _locked(output_dir: str):
+    """Holds the lock of `output_dir` (creating the directory) while the block runs.
+
+    Two commands training in one directory would delete each other's checkpoints. The lock
+    file is created atomically (O_CREAT | O_EXCL) and holds the PID and host of its holder; it
+    is removed however the block ends. A lock left by a process that is gone from this host
+    (killed, say) is taken over; one from another host cannot be checked, so it is refused.
+
+    Raises:
+        ConfigError: When `output_dir` is in use, a file, or not writable.
+    """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ConfigError(f"--output_dir {output_dir} is a file, not a directory; pick another "
+                          f"--output_dir")
+    path = os.path.join(output_dir, _LOCK_NAME)
+    holder = {"pid": os.getpid(), "host": socket.gethostname()}
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                other = _lock_holder(path)
+                if not _is_stale(other):
+                    held_by = (f"process {other['pid']} on host {other['host']}" if other
+                               else "an unknown process (the lock file is empty or garbled)")
+                    raise ConfigError(
+                        f"{output_dir} is in use by {held_by}, which holds its lock {path}; "
+                        f"wait for that command to end or pick another --output_dir (if no "
+                        f"command runs there, delete the lock file)") from None
+                print(f"note: taking over the lock {path} of process {other['pid']}, which no "
+                      f"longer runs on this host", file=sys.stderr)
+                # Gone already when another command took it over first; then try again.
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(holder, f)
+            break
+    except OSError as error:
+        raise ConfigError(f"cannot write in --output_dir {output_dir} ({_reason(error)}); pick a "
+                          f"writable --output_dir") from None
+    try:
+        yield
+    finally:
+        # A lock someone deleted by hand may have been taken by another command since.
+        if _lock_holder(path) == holder:
+            os.remove(path)
+
+
+def _lock_holder(path: str) -> dict | None:
+    """The PID and host in a lock file, or None when it is gone, empty or garbled."""
+    try:
+        with open(path) as f:
+            holder = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if (isinstance(holder, dict) and isinstance(holder.get("pid"), int)
+            and isinstance(holder.get("host"), str)):
+        return holder
+    return None
+
+
+def _is_stale(holder: dict | None) -> bool:
+    """Whether the holder of a lock is a process of this host that no longer runs.
+
+    A lock naming this very process is stale too: this process does not hold it, so the PID
+    was reused (as in a restarted container).
+    """
+    if holder is None or holder["host"] != socket.gethostname():
+        return False
+    if holder["pid"] == os.getpid():
+        return True
+    try:
+        # Signal 0 is not sent: it only asks whether the process exists.
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, as another user's
+    return False
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -616,8 +765,8 @@ def run(config: TrainConfig | Mapping) -> dict:
         The metrics written to `metrics.json`.
 
     Raises:
-        ConfigError: For bad input, including an `output_dir` holding another model; nothing
-            is written then.
+        ConfigError: For bad input, including an `output_dir` holding another model or in
+            use by another command (nothing is written then), or a damaged checkpoint.
         TrainingError: When the loss, the weights or the validation score stop being finite;
             the last good checkpoint stays.
     """
@@ -630,8 +779,16 @@ def run(config: TrainConfig | Mapping) -> dict:
         model = _build_model(config, splits)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       jit_compile=config.jit_compile)
-    # Only the chief writes; the other workers of a multi-worker run compute the same things.
+    # Only the chief writes, so only it locks; the other workers of a multi-worker run compute
+    # the same things.
     chief = strategy.extended.should_checkpoint
+    with _locked(config.output_dir) if chief else contextlib.nullcontext():
+        return _train(config, strategy, chief, splits, image_shape, model, start)
+
+
+def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, splits,
+           image_shape: tuple[int, ...] | None, model: FlowModel, start: float) -> dict:
+    """The part of `run` that reads and writes the run directory."""
     out = config.output_dir
     identity = _identity(config, splits, model)
     _check_output_dir(out, identity, chief)
@@ -668,20 +825,20 @@ def run(config: TrainConfig | Mapping) -> dict:
                       initial_epoch=initial_epoch, callbacks=callbacks, verbose=config.verbose,
                       shuffle=False)
         except tf.errors.InvalidArgumentError as error:
-            # FlowModel.train_step asserts a finite batch and loss before it updates.
+            # FlowModel.train_step asserts a finite batch and a finite update before it updates.
             where = f"at epoch {checkpoint.epoch + 1} step {checkpoint.step + 1}"
             if "the batch holds NaN or Inf" in error.message:
                 raise TrainingError(f"the training data holds NaN or Inf values ({where}); "
                                     f"clean the data. {checkpoint.kept()}") from None
-            if "the loss became NaN or Inf" in error.message:
-                raise TrainingError(f"the loss became NaN or Inf {where}; try a lower "
-                                    f"--learning_rate. {checkpoint.kept()}") from None
+            if "step refused" in error.message:
+                raise TrainingError(f"the loss or the gradients became NaN or Inf {where}; "
+                                    f"try a lower --learning_rate. {checkpoint.kept()}") from None
             raise
     train_seconds = time.perf_counter() - train_start
 
     state = checkpoint.state
     if os.path.exists(best_model_path):
-        model.load_weights(best_model_path)
+        checkpoint.load_best()
     evaluate = _evaluator(model, strategy)
     scores = {split: evaluate(getattr(splits, split))
               for split in ("train", "validation", "test")}
