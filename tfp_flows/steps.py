@@ -71,9 +71,12 @@ class CouplingStep(keras.layers.Layer):
         transformed = (channels if mask == "checkerboard"
                        else Coupling.conditioned_size(channels, parity)[1])
         width = transform.params_per_entry * transformed
-        self.net = (MLP(width, (hidden,) * num_hidden, context_size=context_size, name="net")
+        # Named after the step: Keras builds the network inside the model's name scope, so
+        # the step's name is what keeps the variables' paths unique.
+        name = f"{self.name}_net"
+        self.net = (MLP(width, (hidden,) * num_hidden, context_size=context_size, name=name)
                     if event_rank == 1 else
-                    ConvNet(width, hidden, num_hidden, context_size=context_size, name="net"))
+                    ConvNet(width, hidden, num_hidden, context_size=context_size, name=name))
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
         return [Coupling(conditioner_of(self.net, context), self.transform, mask=self.mask,
@@ -109,7 +112,8 @@ class GlowStep(keras.layers.Layer):
         else:
             self.conv = {"weight": _constant_weight(self, rotation, "conv1x1_weight", True)}
         self.coupling = CouplingStep(transform, channels, event_rank=event_rank, hidden=hidden,
-                                     num_hidden=2, context_size=context_size, name="coupling")
+                                     num_hidden=2, context_size=context_size,
+                                     name=f"{self.name}_coupling")
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
         ndims = self.event_rank
@@ -144,7 +148,7 @@ class AutoregressiveStep(keras.layers.Layer):
                              f"got {transform!r}.")
         self.transform = transform
         self.made = MADE(event_size, (hidden,) * num_hidden, params=transform.params_per_entry,
-                         reverse=reverse, context_size=context_size, name="made")
+                         reverse=reverse, context_size=context_size, name=f"{self.name}_made")
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
         made = conditioner_of(self.made, context)
@@ -199,7 +203,8 @@ class ConditionalPrior(keras.layers.Layer):
         super().__init__(**kwargs)
         self.event_rank = event_rank
         self.channels = channels
-        self.dense = keras.layers.Dense(2 * channels, kernel_initializer="zeros", name="dense")
+        self.dense = keras.layers.Dense(2 * channels, kernel_initializer="zeros",
+                                        name=f"{self.name}_dense")
         self.dense.build((None, context_size))
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:

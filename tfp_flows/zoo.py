@@ -364,7 +364,7 @@ class RealNVP(Flow):
             if not last:
                 self.steps.append(ScaleLevel(
                     [CouplingStep(transform, 4 * channels, parity=i % 2, event_rank=3,
-                                  name=f"channel_{i}", **options) for i in range(3)],
+                                  name=f"scale{scale}_channel_{i}", **options) for i in range(3)],
                     name=f"scale{scale}"))
                 channels *= 2
 
@@ -457,14 +457,14 @@ class Glow(Flow):
         for scale in range(self.num_scales):
             channels *= 4
             last = scale == self.num_scales - 1
-            steps = [GlowStep(coupling, channels, name=f"step{i}", **options)
+            steps = [GlowStep(coupling, channels, name=f"scale{scale}_step{i}", **options)
                      for i in range(self.depth)]
             if last:
                 steps += self._top_prior(channels, rank)
             prior = None
             if self.split_prior and not last:
                 prior = ConvNet(channels, num_hidden=0, context_size=self.context_size,
-                                name="split_prior")
+                                name=f"scale{scale}_split_prior")
             self.steps.append(ScaleLevel(steps, prior, name=f"scale{scale}"))
             channels //= 2
 
@@ -512,7 +512,8 @@ class MAF(Flow):
         self.num_hidden = _integer("num_hidden", num_hidden, 0)
         self.steps = [AutoregressiveStep(autoregressive, self.event_shape[0], hidden=self.hidden,
                                          num_hidden=self.num_hidden, reverse=i % 2 == 1,
-                                         context_size=self.context_size, name=f"made_{i}")
+                                         context_size=self.context_size,
+                                         name=f"autoregressive_{i}")
                       for i in range(self.num_layers)]
 
     def get_config(self):
