@@ -47,6 +47,9 @@ import warnings
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TF keeps allocator statistics on CPU only for its BFC allocator; without it the step-memory
+# column fails with "Allocator stats not available for device 'CPU:0'".
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
