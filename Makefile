@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
 	$(PY) -m pytest -q
 
-# Every experiment of experiments/, about 20 minutes on 2 CPU cores; Fashion-MNIST comes from
+# Every experiment of experiments/, about 90 minutes on 2 CPU cores; Fashion-MNIST comes from
 # Debian's dataset-fashion-mnist (installed here when missing; needs root and apt).
 experiments: $(STAMP)
 	test -d /usr/share/datasets/fashion-mnist || \
@@ -35,6 +35,10 @@ experiments: $(STAMP)
 	$(PY) experiments/attribute_manipulation.py
 	$(PY) experiments/maf_vs_iaf.py
 	$(PY) experiments/serving_example.py
+	$(PY) experiments/conditional_toy_2d.py
+	$(PY) experiments/conditional_glow.py
+	$(PY) experiments/vi_posterior.py
+	$(PY) experiments/custom_flow.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks

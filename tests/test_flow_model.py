@@ -240,3 +240,5 @@ def test_public_methods_are_traced_once_whatever_the_arguments(family):
                                atol=1e-4)
     np.testing.assert_allclose(model.sample(3, seed=4), model._sample(3, 1.0, 4), rtol=1e-5,
                                atol=1e-5)
+    # A scalar integer tensor is a number of samples too.
+    np.testing.assert_array_equal(model.sample(tf.constant(3), seed=4), model.sample(3, seed=4))

@@ -319,6 +319,9 @@ class FlowModel(keras.Model):
             seed: an int; the same seed gives the same samples (also through the exported
                 `sample` signature). None draws fresh noise.
         """
+        if (tf.is_tensor(n) and tf.executing_eagerly() and n.dtype.is_integer
+                and n.shape.rank == 0):
+            n = int(n)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"sample expects a positive integer number of samples, got {n!r}.")
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
