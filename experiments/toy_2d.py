@@ -85,15 +85,7 @@ def tfp_builtin_realnvp(hidden: int, seed: int) -> tuple[tfd.Distribution, list]
 
 def train_tfp_builtin(splits: datasets.Splits, steps: int, hidden: int, seed: int) -> dict:
     distribution, variables = tfp_builtin_realnvp(hidden, seed)
-    optimizer = keras.optimizers.Adam(LEARNING_RATE)
-
-    @tf.function
-    def step(x):
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(distribution.log_prob(x))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return loss
-
+    step = toy_2d_table.nll_step(distribution, variables, keras.optimizers.Adam(LEARNING_RATE))
     start = time.perf_counter()
     for x in splits.train.repeat().take(steps):
         step(x)

@@ -148,15 +148,7 @@ def train_one(name: str, data: dict, stream: np.ndarray, seed: int) -> tuple[dic
         log_prob = tf.function(model.log_prob)
     else:
         distribution, variables = tfp_baseline(name)
-        adam = optimizer(steps)
-
-        @tf.function
-        def step(x):
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_mean(distribution.log_prob(x))
-            adam.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-            return loss
-
+        step = nll_step(distribution, variables, optimizer(steps))
         losses = [step(x) for x in tf.data.Dataset.from_tensor_slices(stream).batch(BATCH_SIZE)]
         final_train = float(np.mean(losses))
         parameters = int(sum(np.prod(v.shape) for v in variables))
@@ -165,6 +157,19 @@ def train_one(name: str, data: dict, stream: np.ndarray, seed: int) -> tuple[dic
     nll = _mean_nll(log_prob, data["x_test"])
     return {"test_nll_nats": round(nll, 3), "train_nll_nats_mean_over_run": round(final_train, 3),
             "parameters": parameters, "train_seconds": round(seconds, 1)}, log_prob
+
+
+def nll_step(distribution, variables: list, optimizer):
+    """One compiled training step of a TFP distribution on its mean negative log-likelihood."""
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(distribution.log_prob(x))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    return step
 
 
 def settings(epochs: int, seed: int, train_points: int = TRAIN_POINTS) -> dict:
