@@ -8,6 +8,7 @@ session-based C++ loader of TF Serving and `saved_model_cli`.
 from __future__ import annotations
 
 import os
+import warnings
 
 import tensorflow as tf
 
@@ -124,7 +125,9 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
     Inputs of the wrong dtype are rejected by the signature; inputs of the wrong event shape
     fail with an InvalidArgumentError naming the expected shape. The graph reads the current
     values of the variables only: ActNorm's data-dependent initialisation does not run here,
-    so fit (or `initialize_from_data`) a Glow model before exporting it.
+    so fit (or `initialize_from_data`) a Glow model before exporting it; exporting one whose
+    ActNorm was never initialised warns (its layers are identities, its densities those of an
+    untrained model).
 
     TF Serving expects a numbered version directory under the model's base path: export to
     `base/1`, `base/2`, ... and point the server at `base`.
@@ -140,6 +143,12 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
         raise TypeError(f"export_saved_model expects a tfp_flows FlowModel, "
                         f"got {type(model).__name__}.")
     path = os.fspath(path)
+    if model.flow.uses_data_dependent_init and not bool(model.data_initialized.numpy()):
+        warnings.warn(
+            f"export_saved_model: {type(model.flow).__name__}'s ActNorm layers were never "
+            f"initialised from data (model.data_initialized is False), so the export holds "
+            f"an untrained model. Call model.fit or model.initialize_from_data first.",
+            UserWarning, stacklevel=2)
     # The saved object holds the plain tf.Variables only (not the Keras wrappers, not the
     # model), so no Keras or TFP object enters the SavedModel's object graph; the signatures'
     # concrete functions are not attributes, or saving would trace them again.
