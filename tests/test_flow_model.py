@@ -117,6 +117,17 @@ def test_fit_rejects_wrong_shape_and_changes_nothing():
         np.testing.assert_array_equal(old, variable.numpy())
 
 
+@pytest.mark.parametrize("family", ["realnvp", "glow"])
+def test_fit_and_evaluate_refuse_an_empty_array(family):
+    model = BUILDERS[family]()
+    model.compile("adam")
+    empty = np.zeros((0, *model.event_shape), "float32")
+    for method in (model.fit, model.evaluate):
+        with pytest.raises(ValueError, match="got no examples"):
+            method(empty, verbose=0)
+    assert model.optimizer.iterations.numpy() == 0
+
+
 @pytest.mark.parametrize("n, temperature, message", [
     (0, 1.0, "positive integer"), (2.5, 1.0, "positive integer"), (True, 1.0, "positive integer"),
     (3, 0.0, "finite temperature > 0"), (3, -1.0, "finite temperature > 0"),

@@ -23,6 +23,14 @@ def _unpack(data):
     return x, context
 
 
+def _require_examples(x, where: str) -> None:
+    """Refuses an array or tensor of x with no rows (Keras would run no step, silently)."""
+    shape = getattr(x, "shape", None)
+    if getattr(x, "ndim", 0) and shape[0] == 0:
+        raise ValueError(f"{where} got no examples (x has shape {_describe_shape(tuple(shape))}); "
+                         f"pass at least one.")
+
+
 def _describe_shape(shape) -> str:
     return "(" + ", ".join("batch" if i == 0 and d is None else str(d)
                            for i, d in enumerate(shape)) + ")"
@@ -439,6 +447,7 @@ class FlowModel(keras.Model):
 
         Runs the data-dependent initialisation of ActNorm on the first batch first.
         """
+        _require_examples(x, "fit")
         self.initialize_from_data(x, batch_size, context=y)
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
@@ -447,6 +456,11 @@ class FlowModel(keras.Model):
             with self.distribute_strategy.scope():
                 optimizer.build(self.trainable_variables)
         return super().fit(x, y, batch_size=batch_size, **kwargs)
+
+    def evaluate(self, x=None, y=None, **kwargs):
+        """Keras `evaluate`; `y` is the context of a conditional model (or None)."""
+        _require_examples(x, "evaluate")
+        return super().evaluate(x, y, **kwargs)
 
     def initialize_from_data(self, data, batch_size=None, *, context=None) -> None:
         """Runs ActNorm's data-dependent initialisation once, on the first batch of `data`.
