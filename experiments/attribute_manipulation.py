@@ -19,9 +19,9 @@ flags. Data: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or --data_
 Numbers: there is no published number for this (the Glow paper shows pictures); as a measure,
 a logistic-regression classifier on pixels (trained on training images, its test accuracy
 reported) labels the manipulated test images, and the JSON gives for each strength the
-fraction classified as the target class (and the fraction whose decoding overflowed float32,
-shown black; see glow_images.py). Writes experiments/results/attribute_manipulation.json
-and attribute_manipulation.png.
+fraction of the finite decodings classified as the target class, and apart from it the
+fraction whose decoding overflowed float32 (not scored: it is no image). Writes
+experiments/results/attribute_manipulation.json and attribute_manipulation.png.
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+
+
+def _share(hits: np.ndarray) -> float | None:
+    """The fraction of True in `hits`, or None when there is nothing to score."""
+    return round(float(np.mean(hits)), 3) if len(hits) else None
+
 
 # (source class, target class) by index into common.FASHION_CLASSES.
 ATTRIBUTES = ((7, 9), (0, 2))
@@ -85,7 +91,8 @@ def main() -> None:
               "command": "python experiments/attribute_manipulation.py"
                          + (" --quick" if args.quick else ""),
               "machine": common.machine(), "model": source,
-              "model_size": {"levels": flow.levels, "depth": flow.depth, "hidden": flow.hidden},
+              "model_size": {"num_scales": flow.num_scales, "depth": flow.depth,
+                             "hidden": flow.hidden},
               "direction": "mean encode(x) of target-class training images - mean of source "
                            f"class, {per_class} dequantized images each",
               "classifier": {"kind": "logistic regression on pixels / 255",
@@ -106,9 +113,12 @@ def main() -> None:
         target_share, source_share, overflow_share, frames = [], [], [], []
         for strength in STRENGTHS:
             decoded = model.decode(z + strength * direction).numpy()
-            labels = classifier.predict(common.to_pixels(decoded).reshape(len(x), -1) / 255.0)
-            target_share.append(round(float(np.mean(labels == target_class)), 3))
-            source_share.append(round(float(np.mean(labels == source_class)), 3))
+            # Only finite decodings are scored: an overflowed one is no image of any class.
+            finite = np.isfinite(decoded.reshape(len(decoded), -1)).all(axis=1)
+            labels = classifier.predict(
+                common.to_pixels(decoded[finite]).reshape(int(finite.sum()), -1) / 255.0)
+            target_share.append(_share(labels == target_class))
+            source_share.append(_share(labels == source_class))
             overflow_share.append(common.overflowed(decoded) / len(decoded))
             frames.append(decoded[:SHOWN])
         record["attributes"][name] = {

@@ -110,7 +110,8 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, reshape=None) -> dict
 def to_pixels(x, num_levels: int = 256) -> np.ndarray:
     """Dequantized values in [0, num_levels) (or a model's samples) as displayable uint8.
 
-    Samples that overflowed float32 (inf, NaN) show as black; count them with `overflowed`.
+    Samples that overflowed float32 show as black (NaN, -inf) or white (+inf); count them with
+    `overflowed`.
     """
     x = np.nan_to_num(np.asarray(x, np.float32), nan=0.0, posinf=num_levels, neginf=0.0)
     x = np.floor(np.clip(x, 0.0, num_levels - 1e-3)) * (255.0 / (num_levels - 1))
