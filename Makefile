@@ -39,6 +39,7 @@ experiments: $(STAMP)
 	$(PY) experiments/conditional_glow.py
 	$(PY) experiments/vi_posterior.py
 	$(PY) experiments/custom_flow.py
+	$(PY) experiments/mirrored_vs_single.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
