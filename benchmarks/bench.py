@@ -23,8 +23,9 @@ same loop, a `tf.function` step of GradientTape + Keras Adam, and reports as rat
   in the flow): the cost floor of any flow built on those networks.
 
 It also times our model through `FlowModel.fit` on the library's own `tf.data` pipeline and the
-pipeline alone, to show whether input is ever the bottleneck. Results go to
-benchmarks/results/<date>-<device>.json and a markdown table is printed.
+pipeline alone, to show whether input is ever the bottleneck, and through `fit` with and without
+the step guard (the check that refuses a non-finite update), to give the guard's share of a
+step. Results go to benchmarks/results/<date>-<device>.json and a markdown table is printed.
 
 The data are synthetic and generated here, so the benchmark needs no download: images of soft
 coloured blobs (uint8, dequantized by `tfp_flows.datasets`) and vectors from a 16-dimensional
@@ -364,9 +365,16 @@ def pipeline_rate(dataset: tf.data.Dataset, batches: int, batch: int) -> float:
     return batches * batch / (time.perf_counter() - start)
 
 
-def fit_rates(model, pipeline: tf.data.Dataset, batches: list[tf.Tensor], cfg) -> dict:
-    """Examples/s of `FlowModel.fit` reading the library's pipeline, and reading the same
-    batches from memory; medians over rounds of one epoch each, taken in turns."""
+class UnguardedFlowModel(tfp_flows.FlowModel):
+    """FlowModel without the step guard (every update applied unchecked): the guard's cost."""
+
+    def _step_guard(self, loss, gradients):
+        return tf.no_op()
+
+
+def fit_rates(runs: dict, steps: int, batch: int) -> dict:
+    """Examples/s of `fit` for each compiled model and dataset of `runs` (name -> (model,
+    dataset)), one epoch of `steps` steps per round; medians over rounds taken in turns."""
     epoch_times = []
 
     class Timer(keras.callbacks.Callback):
@@ -376,21 +384,29 @@ def fit_rates(model, pipeline: tf.data.Dataset, batches: list[tf.Tensor], cfg) -
         def on_epoch_end(self, epoch, logs=None):
             epoch_times.append(time.perf_counter() - self.start)
 
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit,
-                  steps_per_execution=cfg.steps_per_execution)
-    in_memory = tf.data.Dataset.from_tensor_slices(tf.concat(batches, 0)).batch(
-        int(batches[0].shape[0])).cache().repeat()
-    sources = {"pipeline": pipeline.repeat(), "in_memory": in_memory}
-    steps = len(batches)
     times = collections.defaultdict(list)
-    for round_ in range(4):
-        for name, dataset in sources.items():
+    for round_ in range(5):
+        for name, (model, dataset) in runs.items():
             model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
                       callbacks=[Timer()])
             if round_ > 0:  # the first round traces
                 times[name].append(epoch_times[-1])
-    examples = steps * int(batches[0].shape[0])
-    return {name: examples / float(np.median(t)) for name, t in times.items()}
+    return {name: steps * batch / float(np.median(t)) for name, t in times.items()}
+
+
+def fit_comparison(model, pipeline: tf.data.Dataset, batches: list[tf.Tensor], cfg) -> dict:
+    """`FlowModel.fit` reading the library's pipeline, reading the same batches from memory,
+    and from memory without the step guard (same flow layer, so the same weights)."""
+    unguarded = UnguardedFlowModel(model.flow)
+    unguarded.data_initialized.assign(model.data_initialized)
+    for m in (model, unguarded):
+        m.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit,
+                  steps_per_execution=cfg.steps_per_execution)
+    in_memory = tf.data.Dataset.from_tensor_slices(tf.concat(batches, 0)).batch(
+        int(batches[0].shape[0])).cache().repeat()
+    runs = {"pipeline": (model, pipeline.repeat()), "in_memory": (model, in_memory),
+            "in_memory_unguarded": (unguarded, in_memory)}
+    return fit_rates(runs, len(batches), int(batches[0].shape[0]))
 
 
 def compare(flow: str, cfg) -> dict:
@@ -474,13 +490,16 @@ def compare(flow: str, cfg) -> dict:
         result[f"{name}_ratio"] = result[f"{name}_ours"] / result[f"{name}_theirs"]
 
     result["pipeline_ex_s"] = pipeline_rate(splits.train, 4 * cfg.chunk, batch)
-    fit = fit_rates(ours.model, splits.train, train[:2 * cfg.chunk], cfg)
+    fit = fit_comparison(ours.model, splits.train, train[:2 * cfg.chunk], cfg)
     result["fit_ex_s_ours"], result["fit_in_memory_ex_s_ours"] = fit["pipeline"], fit["in_memory"]
+    result["fit_unguarded_ex_s_ours"] = fit["in_memory_unguarded"]
+    # The share of a step's time that the step guard takes (same batches, same weights).
+    result["step_guard_cost"] = 1.0 - fit["in_memory"] / fit["in_memory_unguarded"]
     result["pipeline_headroom"] = result["pipeline_ex_s"] / result["fit_ex_s_ours"]
     print(f"[{flow}] tf.data pipeline alone {result['pipeline_ex_s']:,.0f} ex/s, "
           f"{result['pipeline_headroom']:.0f}x what training consumes; fit reads "
-          f"{fit['pipeline']:,.0f} ex/s from it, {fit['in_memory']:,.0f} ex/s from memory",
-          flush=True)
+          f"{fit['pipeline']:,.0f} ex/s from it, {fit['in_memory']:,.0f} ex/s from memory; "
+          f"the step guard costs {100 * result['step_guard_cost']:.1f}% of a step", flush=True)
     return result
 
 
@@ -524,8 +543,9 @@ def table(results: dict, cfg, info: dict, date: str) -> str:
         "Each cell: ours / TFP (ratio ours/TFP).",
         "",
         "| flow | size | params | train ex/s | sample ex/s | NLL nats (test) | "
-        "step peak MiB | flow overhead | ours fit ex/s: tf.data / memory | tf.data alone ex/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "step peak MiB | flow overhead | ours fit ex/s: tf.data / memory | tf.data alone ex/s "
+        "| step guard cost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for flow, r in results.items():
         params = f"{r['params']['ours']:,} / {r['params']['theirs']:,}"
@@ -536,7 +556,8 @@ def table(results: dict, cfg, info: dict, date: str) -> str:
             f"| {flow} | {_size(flow, cfg)} | {params} | {pair(r, 'train_ex_s', '{:.0f}')} | "
             f"{pair(r, 'sample_ex_s', '{:.0f}')} | {nll} | {pair(r, 'step_mem_mib', '{:.1f}')} "
             f"| {pair(r, 'overhead', '{:.2f}')} | {r['fit_ex_s_ours']:.0f} / "
-            f"{r['fit_in_memory_ex_s_ours']:.0f} | {r['pipeline_ex_s']:.0f} |")
+            f"{r['fit_in_memory_ex_s_ours']:.0f} | {r['pipeline_ex_s']:.0f} "
+            f"| {100 * r['step_guard_cost']:.1f}% |")
     return "\n".join(lines)
 
 
