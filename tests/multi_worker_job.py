@@ -1,9 +1,14 @@
-"""One worker of the two-process MultiWorkerMirroredStrategy test (tests/test_multi_worker.py).
+"""One worker of the two-process MultiWorkerMirroredStrategy tests (tests/test_multi_worker.py).
 
 Run as `python tests/multi_worker_job.py WORKDIR` with TF_CONFIG naming this worker. Reads the
 initial weights (`init.npz`) and the training data (`data.npy`) from WORKDIR, trains a small
 Glow with `fit` under the strategy (ActNorm's initialisation all-reduced across the workers)
 and writes its final weights to `weights_<index>.npz`.
+
+Run as `python tests/multi_worker_job.py WORKDIR streamed` to stream the TFDS dataset
+'synthetic_images' prepared in WORKDIR instead: the worker writes the example ids of the
+training batches it reads in one epoch to `ids_<index>.json`, reading them as the training
+command does under this strategy (`distribute_datasets_from_function`).
 """
 
 import json
@@ -15,10 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
+from tfp_flows import datasets
 
 EVENT_SHAPE = (4, 4, 1)
 GLOBAL_BATCH = 16
 LEARNING_RATE = 1e-2
+# 36 training examples of 'synthetic_images': three global batches of 12, none left over.
+STREAMED_BATCH = 12
 
 
 def build_model():
@@ -49,5 +57,24 @@ def main(workdir: str) -> None:
     np.savez(os.path.join(workdir, f"weights_{index}.npz"), *model.get_weights())
 
 
+def streamed(workdir: str) -> None:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    splits = datasets.load("synthetic_images", data_dir=workdir, batch_size=STREAMED_BATCH)
+    batches = strategy.distribute_datasets_from_function(
+        lambda context: splits.streamed.train_batches(0, 1, input_context=context))
+    ids = []
+    for batch in batches:
+        for x in strategy.experimental_local_results(batch):
+            # tests/synthetic_tfds.py spells the id in the first pixel's red and green values.
+            pixels = np.floor(x.numpy()).astype(np.int64)
+            ids += (pixels[:, 0, 0, 0] * 256 + pixels[:, 0, 0, 1]).tolist()
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    with open(os.path.join(workdir, f"ids_{index}.json"), "w") as f:
+        json.dump(ids, f)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[2:] == ["streamed"]:
+        streamed(sys.argv[1])
+    else:
+        main(sys.argv[1])

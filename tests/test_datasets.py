@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import synthetic_tfds
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -414,3 +415,203 @@ def test_labels_need_a_source_with_classes(tmp_path):
     assert datasets.load(str(path), batch_size=8).num_classes == 1
     with pytest.raises(ValueError, match="no class labels to condition on"):
         datasets.load(str(path), batch_size=8, labels=True)
+
+
+# ----------------------------------------------------------------------------- streaming
+
+def _ids(x: np.ndarray) -> np.ndarray:
+    """The example ids that tests/synthetic_tfds.py spells in the first pixel (8-bit data)."""
+    pixels = np.floor(x).astype(np.int64)
+    return pixels[:, 0, 0, 0] * 256 + pixels[:, 0, 0, 1]
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    """A prepared TFDS dataset 'synthetic_images': 40 train and 10 test 16x16x3 images."""
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    synthetic_tfds.prepare(data_dir)
+    return data_dir
+
+
+def _stream(data_dir, **kwargs):
+    return datasets.load("synthetic_images", data_dir=data_dir,
+                         **{"batch_size": 8, "labels": True, **kwargs})
+
+
+def test_streamed_tfds_splits_labels_and_fixed_evaluation_noise(tfds_dir, monkeypatch):
+    monkeypatch.setattr(datasets, "_network_available", _unexpected_network_check)
+    splits = _stream(tfds_dir)
+    assert splits.streamed is not None and splits.streamed.steps_per_epoch == 36 // 8
+    assert splits.event_shape == (16, 16, 3) and splits.num_levels == 256
+    assert splits.num_classes == 4
+    assert splits.train.element_spec == (tf.TensorSpec((8, 16, 16, 3), tf.float32),
+                                         tf.TensorSpec((8,), tf.int64))
+    # validation holds out the last 10% of TFDS's train split; test is TFDS's test split.
+    train_x, train_y = _collect_pairs(splits.train)
+    validation_x, validation_y = _collect_pairs(splits.validation)
+    test_x, test_y = _collect_pairs(splits.test)
+    assert (len(train_x), len(validation_x), len(test_x)) == (32, 4, 10)
+    assert set(_ids(test_x)) == set(range(40, 50))
+    train_ids, validation_ids = set(_ids(train_x)), set(_ids(validation_x))
+    assert not train_ids & validation_ids and train_ids | validation_ids <= set(range(40))
+    for x, y in [(train_x, train_y), (validation_x, validation_y), (test_x, test_y)]:
+        np.testing.assert_array_equal(y, _ids(x) % 4)
+        assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() < 256.0
+    for ids, x in [(_ids(test_x), test_x), (_ids(train_x), train_x)]:
+        expected = np.stack([synthetic_tfds.image(i, (16, 16, 3), 0) for i in ids])
+        np.testing.assert_array_equal(np.floor(x), expected)
+    # Fixed evaluation noise: identical passes, different for every example.
+    np.testing.assert_array_equal(_collect_pairs(splits.test)[0], test_x)
+    noise = (test_x - np.floor(test_x)).reshape(len(test_x), -1)
+    assert len({row.tobytes() for row in noise}) == len(test_x)
+
+
+def test_streamed_training_noise_and_order_change_each_epoch(tfds_dir):
+    splits = _stream(tfds_dir, labels=False, shuffle_buffer=64)
+    first, second = _collect(splits.train), _collect(splits.train)
+    assert not np.array_equal(_ids(first), _ids(second))
+    common = sorted(set(_ids(first)) & set(_ids(second)))
+    by_id = [{i: x for i, x in zip(_ids(xs), xs, strict=True)} for xs in (first, second)]
+    for i in common:
+        np.testing.assert_array_equal(np.floor(by_id[0][i]), np.floor(by_id[1][i]))
+        assert not np.array_equal(by_id[0][i], by_id[1][i])
+
+
+def test_streamed_epochs_are_fixed_by_number_and_restart_at_any_batch(tfds_dir):
+    streamed = _stream(tfds_dir, labels=False, shuffle_buffer=64).streamed
+    epochs = [batch.numpy() for batch in streamed.train_batches(0, 3)]
+    assert len(epochs) == 3 * streamed.steps_per_epoch
+    again = [batch.numpy() for batch in _stream(tfds_dir, labels=False,
+                                                shuffle_buffer=64).streamed.train_batches(0, 3)]
+    np.testing.assert_array_equal(np.stack(again), np.stack(epochs))
+    resumed = [batch.numpy() for batch in streamed.train_batches(1, 3, skip=2)]
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(epochs[4 + 2:]))
+    first, second = (np.concatenate(epochs[k * 4:(k + 1) * 4]) for k in range(2))
+    assert not np.array_equal(_ids(first), _ids(second))
+
+
+def test_streamed_shards_are_disjoint_and_cover_the_training_split(tfds_dir):
+    streamed = _stream(tfds_dir, labels=False, batch_size=4).streamed
+    seen = []
+    for shard in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=shard,
+                                             num_replicas_in_sync=2)
+        batches = [b.numpy() for b in streamed.train_batches(0, 1, input_context=context)]
+        # Per-replica batches, as many on each worker as global steps in the epoch.
+        assert len(batches) == streamed.steps_per_epoch == 9
+        assert all(len(b) == 2 for b in batches)
+        seen.append(set(_ids(np.concatenate(batches))))
+    everything = _stream(tfds_dir, labels=False, batch_size=4)
+    train_ids = set(range(40)) - set(_ids(_collect(everything.validation)))
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == train_ids
+
+
+def test_streamed_num_bits_crop_and_resize(tfds_dir):
+    full = _collect_pairs(_stream(tfds_dir).test)[0]
+    five = _collect_pairs(_stream(tfds_dir, num_bits=5).test)[0]
+    assert _stream(tfds_dir, num_bits=5).num_levels == 32
+    assert five.min() >= 0.0 and five.max() < 32.0
+    np.testing.assert_array_equal(np.floor(five), np.floor(full) // 8)
+    cropped = _stream(tfds_dir, crop=10)
+    assert cropped.event_shape == (10, 10, 3)
+    np.testing.assert_array_equal(np.floor(_collect_pairs(cropped.test)[0]),
+                                  np.floor(full)[:, 3:13, 3:13])
+    resized = _stream(tfds_dir, crop=12, image_size=6)
+    assert resized.event_shape == (6, 6, 3)
+    assert resized.train.element_spec[0] == tf.TensorSpec((8, 6, 6, 3), tf.float32)
+    assert _collect_pairs(resized.test)[0].shape == (10, 6, 6, 3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_bits": 0}, "num_bits must be an integer in 1..8.*got 0"),
+    ({"num_bits": 9}, "num_bits must be an integer in 1..8.*got 9"),
+    ({"crop": 17}, "crop=17 is larger than the 16x16 images"),
+    ({"image_size": 0}, "image_size must be None or a positive integer, got 0"),
+    ({"shuffle_buffer": 0}, "shuffle_buffer must be a positive integer, got 0"),
+    ({"batch_size": 64}, "fewer than batch_size=64"),
+])
+def test_streamed_bad_options_raise(tfds_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _stream(tfds_dir, **kwargs)
+
+
+def test_streaming_options_and_stream_are_refused_for_array_sources():
+    with pytest.raises(ValueError, match="num_bits=5 applies to streamed sources only"):
+        datasets.load("digits", num_bits=5)
+    with pytest.raises(ValueError, match="stream=True applies to TFDS datasets"):
+        datasets.load("digits", stream=True)
+
+
+def test_stream_false_reads_a_tfds_dataset_into_arrays(tfds_dir):
+    splits = datasets.load("synthetic_images", data_dir=tfds_dir, batch_size=8, stream=False)
+    assert splits.streamed is None and splits.event_shape == (16, 16, 3)
+
+
+def test_offline_unprepared_tfds_error_says_tfds_needs_the_network(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_network_available", lambda: False)
+    with pytest.raises(ValueError, match="TFDS needs the network to download and prepare it"):
+        datasets.load("mnist", data_dir=str(tmp_path), num_bits=5)
+
+
+def _png(index: int, shape=(12, 10, 3)) -> bytes:
+    return tf.io.encode_png(synthetic_tfds.image(index, shape, 0)).numpy()
+
+
+def test_tfrecord_directory_is_split_by_record_index(tmp_path):
+    # 30 records in three files; tf.train.Example with an encoded 'image' and a 'label'.
+    for part in range(3):
+        with tf.io.TFRecordWriter(str(tmp_path / f"data-{part}.tfrecord")) as writer:
+            for index in range(part * 10, part * 10 + 10):
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_png(index)])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[index % 3])),
+                })).SerializeToString())
+    splits = datasets.load(str(tmp_path), batch_size=2, labels=True, validation_fraction=0.1)
+    assert splits.streamed is not None and splits.event_shape == (12, 10, 3)
+    assert splits.num_classes == 3 and splits.num_levels == 256
+    parts = [_collect_pairs(getattr(splits, name)) for name in ("train", "validation", "test")]
+    ids = [_ids(x) for x, _ in parts]
+    # test: every 5th record (floor(30 * 0.2) = 6); validation: floor(24 * 0.1) = 2 of the rest.
+    assert [len(i) for i in ids] == [22, 2, 6]
+    assert set(ids[2]) == {4, 9, 14, 19, 24, 29}
+    assert set(np.concatenate(ids)) == set(range(30))
+    for (x, y), i in zip(parts, ids, strict=True):
+        np.testing.assert_array_equal(y, i % 3)
+        np.testing.assert_array_equal(
+            np.floor(x), np.stack([synthetic_tfds.image(k, (12, 10, 3), 0) for k in i]))
+
+
+def test_image_directory_is_streamed_recursively(tmp_path):
+    for index in range(20):
+        folder = tmp_path / f"group{index % 2}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{index:03d}.png").write_bytes(_png(index))
+    splits = datasets.load(str(tmp_path), batch_size=3, image_size=8, num_bits=4)
+    assert splits.event_shape == (8, 8, 3) and splits.num_levels == 16
+    assert splits.num_classes == 1 and splits.streamed.steps_per_epoch == 15 // 3
+    x = _collect(splits.train)
+    assert x.shape == (15, 8, 8, 3) and x.min() >= 0.0 and x.max() < 16.0
+    assert (len(_collect(splits.validation)), len(_collect(splits.test))) == (1, 4)
+
+
+def test_bad_directories_raise_naming_the_directory_or_file(tmp_path):
+    with pytest.raises(ValueError, match="holds no dataset files; expected MNIST-style IDX"):
+        datasets.load(str(tmp_path))
+    (tmp_path / "empty.tfrecord").write_bytes(b"")
+    with pytest.raises(ValueError, match="TFRecord files without records"):
+        datasets.load(str(tmp_path))
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"expected a PNG or JPEG image in .*a\.png"):
+        datasets.load(str(images))
+
+
+def test_an_unreadable_image_met_while_streaming_is_named(tmp_path):
+    for index in range(10):
+        (tmp_path / f"{index}.png").write_bytes(b"garbage" if index == 4 else _png(index))
+    # Record 4 is a test record (every 5th); the check of the first file at load passes.
+    splits = datasets.load(str(tmp_path), batch_size=2)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"expected a PNG or JPEG image, got other bytes in.*4\.png"):
+        _collect(splits.test)

@@ -11,6 +11,9 @@ from pathlib import Path
 import keras
 import multi_worker_job as job
 import numpy as np
+import synthetic_tfds
+
+from tfp_flows import datasets
 
 # Both workers together; a hung collective must fail the test, not block CI.
 TIMEOUT_S = 150
@@ -26,7 +29,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _run_workers(workdir: Path) -> None:
+def _run_workers(workdir: Path, *args: str) -> None:
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
@@ -34,7 +37,7 @@ def _run_workers(workdir: Path) -> None:
                "TF_CONFIG": json.dumps({"cluster": {"worker": workers},
                                         "task": {"type": "worker", "index": index}})}
         processes.append(subprocess.Popen(
-            [sys.executable, job.__file__, str(workdir)], env=env,
+            [sys.executable, job.__file__, str(workdir), *args], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -73,3 +76,17 @@ def test_two_workers_train_like_one_process(tmp_path):
         for variable, got, want in zip(reference.weights, weights, expected, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
                                        err_msg=f"worker {index}: {variable.path}")
+
+
+def test_two_workers_read_disjoint_shards_of_a_streamed_dataset(tmp_path):
+    synthetic_tfds.prepare(str(tmp_path))
+    _run_workers(tmp_path, "streamed")
+    ids = [json.loads((tmp_path / f"ids_{index}.json").read_text()) for index in range(2)]
+    # Each worker reads 3 batches of 6, its half of each global batch of 12.
+    assert [len(i) for i in ids] == [18, 18]
+    validation = datasets.load("synthetic_images", data_dir=str(tmp_path),
+                               batch_size=job.STREAMED_BATCH).validation
+    pixels = np.floor(np.concatenate([batch.numpy() for batch in validation])).astype(int)
+    held_out = set(pixels[:, 0, 0, 0] * 256 + pixels[:, 0, 0, 1])
+    assert not set(ids[0]) & set(ids[1])
+    assert set(ids[0]) | set(ids[1]) == set(range(40)) - held_out

@@ -14,6 +14,7 @@ import time
 import keras
 import numpy as np
 import pytest
+import synthetic_tfds
 
 import tfp_flows
 from tfp_flows.train import Checkpoint, ConfigError, TrainConfig, TrainingError, run
@@ -570,3 +571,65 @@ def test_conditional_image_run_samples_a_row_per_class(tmp_path):
     from matplotlib.image import imread
     grid = imread(os.path.join(tmp_path, "samples.png"))
     assert grid.shape[0] > grid.shape[1] / 3  # ten rows of samples
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    """A prepared TFDS dataset 'synthetic_images': 40 train and 10 test 16x16x3 images."""
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    synthetic_tfds.prepare(data_dir)
+    return data_dir
+
+
+def _streamed(tfds_dir, output_dir) -> dict:
+    # 36 training images in batches of 8: 4 steps per epoch.
+    return {"flow": "glow", "dataset": "synthetic_images", "data_dir": tfds_dir,
+            "num_scales": 1, "depth": 1, "hidden": 8, "epochs": 2, "batch_size": 8,
+            "num_bits": 5, "crop": 12, "image_size": 4, "shuffle_buffer": 16,
+            "checkpoint_steps": 2, "verbose": 0, "temperatures": (1.0,),
+            "output_dir": str(output_dir)}
+
+
+def test_streamed_run_resumed_mid_epoch_trains_the_batches_of_an_uninterrupted_run(
+        tfds_dir, tmp_path, monkeypatch):
+    whole = run(_streamed(tfds_dir, tmp_path / "whole"))
+    assert whole["event_shape"] == [4, 4, 3] and whole["num_levels"] == 32
+
+    commit = Checkpoint._commit
+
+    def killed_after_epoch_1_step_2(self):
+        commit(self)
+        if (self.epoch, self.step) == (1, 2):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "_commit", killed_after_epoch_1_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(_streamed(tfds_dir, tmp_path / "resumed"))
+    monkeypatch.setattr(Checkpoint, "_commit", commit)
+    resumed = run(_streamed(tfds_dir, tmp_path / "resumed"))
+    assert resumed["resumed_from_epoch"] == 1
+    final = json.loads((tmp_path / "resumed" / "backup" / "state.json").read_text())
+    # The two steps done before the kill are not trained again.
+    assert final["iterations"] == 2 * 4
+    reference = json.loads((tmp_path / "whole" / "backup" / "state.json").read_text())
+    np.testing.assert_allclose(final["history"][1]["val_bits_per_dim"],
+                               reference["history"][1]["val_bits_per_dim"], rtol=1e-5)
+    np.testing.assert_allclose(resumed["test"]["nll_nats"], whole["test"]["nll_nats"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    ("--num_bits=9", "--num_bits must be in 1..8"),
+    ("--crop=0", "--crop must be a positive integer"),
+    ("--shuffle_buffer=0", "--shuffle_buffer must be a positive integer"),
+    ("--crop=20", "crop=20 is larger than the 16x16 images"),
+])
+def test_bad_streaming_flags_are_one_line_errors(tfds_dir, tmp_path, flag, fragment):
+    from tfp_flows.train import config_from_flags
+
+    config = config_from_flags(_parsed_flags("--flow=glow", "--dataset=synthetic_images",
+                                             f"--data_dir={tfds_dir}", "--batch_size=8", flag,
+                                             f"--output_dir={tmp_path / 'run'}"))
+    with pytest.raises(ConfigError) as error:
+        run(config)
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()

@@ -11,11 +11,17 @@ order and noise also depend on TF's global seed when `tf.random.set_seed` was ca
 tf.data mixes it into op-level seeds).
 
 `load_arrays` returns the raw arrays before dequantization.
+
+TFDS datasets and directories of TFRecord or PNG/JPEG files are streamed (see
+`tfp_flows.streaming`): decoded, cropped, resized, reduced to `num_bits` bits and dequantized
+inside the pipeline, never held in memory. Toys, digits, IDX and .npz sources are arrays
+(`stream=False` reads a TFDS dataset into arrays too).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
 import math
 import numbers
@@ -24,10 +30,14 @@ import socket
 import zipfile
 import zlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+if TYPE_CHECKING:
+    from tfp_flows.streaming import Streamed
 
 __all__ = ["TOY_DATASETS", "Splits", "load", "load_arrays"]
 
@@ -61,9 +71,16 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PROBE_ADDRESS = ("storage.googleapis.com", 443)
 _PROBE_TIMEOUT_S = 2.0
 _TFDS_READ_BATCH = 1024
+_DEFAULT_SHUFFLE_BUFFER = 10_000
 
-_LOCAL_HINT = ("a directory of IDX files, an .npz file with x_train/x_test, "
-               "or a TFDS data_dir holding the prepared dataset")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
+# What a dataset directory may hold.
+_DIRECTORY_HINT = (f"MNIST-style IDX files, TFRecord files ({', '.join(_TFRECORD_SUFFIXES)}) "
+                   f"of tf.train.Example with an encoded 'image' (and optional int64 'label'), "
+                   f"or image files ({', '.join(_IMAGE_SUFFIXES)})")
+_LOCAL_HINT = ("a directory of IDX, TFRecord or image files, an .npz file with "
+               "x_train/x_test, or a TFDS data_dir holding the prepared dataset")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +99,9 @@ class Splits:
         name: The dataset name passed to `load`.
         num_classes: 1 + the largest class label of the train and test examples (1 for a
             source without labels); the `num_classes` of a flow conditioned on the labels.
+            A streamed TFDS dataset gives its label feature's number of classes.
+        streamed: For a streamed source, the training batches by epoch (see
+            `tfp_flows.streaming.Streamed`); None for arrays.
     """
 
     train: tf.data.Dataset
@@ -91,11 +111,14 @@ class Splits:
     num_levels: int | None
     name: str
     num_classes: int
+    streamed: Streamed | None = None
 
 
 def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
          validation_fraction: float = 0.1, seed: int = 0,
-         num_examples: int | None = None, labels: bool = False) -> Splits:
+         num_examples: int | None = None, labels: bool = False, stream: bool | None = None,
+         num_bits: int = 8, image_size: int | None = None, crop: int | None = None,
+         shuffle_buffer: int = _DEFAULT_SHUFFLE_BUFFER) -> Splits:
     """Loads a dataset as dequantized, batched train/validation/test pipelines.
 
     Args:
@@ -103,8 +126,12 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
             directory of MNIST-style IDX files (`train-images-idx3-ubyte`,
             `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`,
             each optionally gzipped); a `.npz` file with `x_train`, `x_test` (optionally
-            `y_train`, `y_test`) holding uint8 images or float (N, D) vectors; or any other
-            name, taken as a TFDS dataset with an `image` feature (e.g. `'mnist'`).
+            `y_train`, `y_test`) holding uint8 images or float (N, D) vectors; a directory
+            of TFRecord files (`.tfrecord`, `.tfrecords`, `.tfrec`) of `tf.train.Example`
+            with an encoded PNG/JPEG `image` bytes feature and an optional int64 `label`;
+            a directory of `.png`/`.jpg`/`.jpeg` files (searched recursively, unlabelled);
+            or any other name, taken as a TFDS dataset with an `image` feature (e.g.
+            `'mnist'`).
         batch_size: Examples per batch.
         data_dir: TFDS data directory (TFDS names only).
         validation_fraction: Fraction of the training examples held out for validation,
@@ -114,6 +141,14 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
         labels: Yield `(x, label)` batches: the class labels of `load_arrays` (the mixture
             component for toys). The examples, their order and their noise are those of
             `labels=False`.
+        stream: Stream the data (see `tfp_flows.streaming`); None streams TFDS datasets and
+            TFRecord/image directories and reads the other sources into arrays; False reads
+            a TFDS dataset into arrays (split as `load_arrays` does).
+        num_bits: Streamed sources: keep the high `num_bits` bits of each 8-bit pixel, so
+            `num_levels` is `2**num_bits` (Glow's CelebA used 5).
+        image_size: Streamed sources: resize the images to `image_size` x `image_size`.
+        crop: Streamed sources: first crop the central `crop` x `crop` pixels.
+        shuffle_buffer: Streamed sources: encoded training records held for shuffling.
 
     Returns:
         The three pipelines with the event shape, number of levels and number of classes.
@@ -121,13 +156,29 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
     Raises:
         ValueError: For invalid arguments, unknown names, missing or malformed files, a TFDS
             dataset that is not prepared and cannot be downloaded, fewer training examples
-            than `batch_size`, or, with `labels=True`, negative labels or fewer than 2 classes.
+            than `batch_size`, with `labels=True`, negative labels or fewer than 2 classes,
+            or streaming options that are out of range or given for an array source.
     """
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(
             f"validation_fraction must be in the open interval (0, 1), got {validation_fraction!r}")
+    if _streams(name, stream):
+        # Imported here: tfp_flows.streaming builds on this module.
+        from tfp_flows import streaming
+
+        _check_seed_and_size(seed, num_examples)
+        return streaming.load(name, batch_size=batch_size, data_dir=data_dir,
+                              validation_fraction=validation_fraction, seed=seed,
+                              num_examples=num_examples, labels=labels, num_bits=num_bits,
+                              image_size=image_size, crop=crop, shuffle_buffer=shuffle_buffer)
+    given = [f"{option}={value!r}" for option, value, default in
+             (("num_bits", num_bits, 8), ("image_size", image_size, None), ("crop", crop, None))
+             if value != default]
+    if given:
+        raise ValueError(f"{', '.join(given)} applies to streamed sources only (TFDS datasets, "
+                         f"directories of TFRecord or image files), not to {name!r}")
     arrays, num_levels = _load_source(name, data_dir=data_dir, seed=seed,
                                       num_examples=num_examples)
     x_train, y_train, y_test = arrays["x_train"], arrays["y_train"], arrays["y_test"]
@@ -140,7 +191,7 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
     train = (x_train, y_train) if labels else (x_train,)
     test = (arrays["x_test"], y_test) if labels else (arrays["x_test"],)
     num_train = len(x_train)
-    num_validation = max(1, round(validation_fraction * num_train))
+    num_validation = _held_out(num_train, validation_fraction)
     if num_train - num_validation < batch_size:
         raise ValueError(
             f"{name!r} leaves {num_train - num_validation} training examples after holding out "
@@ -185,14 +236,45 @@ def load_arrays(name: str, *, data_dir: str | None = None, seed: int = 0,
     return _load_source(name, data_dir=data_dir, seed=seed, num_examples=num_examples)[0]
 
 
-def _load_source(name: str, *, data_dir: str | None, seed: int,
-                 num_examples: int | None) -> tuple[dict[str, np.ndarray], int | None]:
-    """Dispatches on `name`; returns the arrays of `load_arrays` and the number of levels."""
+def _streams(name: str, stream: bool | None) -> bool:
+    """Whether `load` streams `name`: TFDS names and TFRecord/image directories, by default."""
+    path = os.path.expanduser(name)
+    if name in _TOY_SAMPLERS or name == "digits" or (
+            not os.path.isdir(path) and (os.path.exists(path) or _looks_like_path(name))):
+        streamable = False
+    elif os.path.isdir(path):
+        streamable = bool(_files(path, _TFRECORD_SUFFIXES) or _files(path, _IMAGE_SUFFIXES))
+        if not streamable and not any(
+                os.path.exists(os.path.join(path, base + suffix))
+                for base in _IDX_FILES.values() for suffix in ("", ".gz")):
+            raise ValueError(f"dataset directory {path!r} holds no dataset files; expected "
+                             f"{_DIRECTORY_HINT}")
+    else:
+        streamable = True
+    if stream and not streamable:
+        raise ValueError(f"stream=True applies to TFDS datasets and directories of TFRecord or "
+                         f"image files, not to {name!r}; pass stream=None")
+    return streamable and stream is not False
+
+
+def _files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The files under `directory`, at any depth, whose names end with `suffixes`, sorted."""
+    return sorted(path for path in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
+                  if path.lower().endswith(suffixes) and os.path.isfile(path))
+
+
+def _check_seed_and_size(seed: int, num_examples: int | None) -> None:
     if not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if num_examples is not None and (
             not isinstance(num_examples, numbers.Integral) or num_examples < 2):
         raise ValueError(f"num_examples must be None or an integer >= 2, got {num_examples!r}")
+
+
+def _load_source(name: str, *, data_dir: str | None, seed: int,
+                 num_examples: int | None) -> tuple[dict[str, np.ndarray], int | None]:
+    """Dispatches on `name`; returns the arrays of `load_arrays` and the number of levels."""
+    _check_seed_and_size(seed, num_examples)
     if name in _TOY_SAMPLERS:
         return _toy_arrays(name, seed, num_examples), None
     if name == "digits":
@@ -287,9 +369,14 @@ def _toy_arrays(name: str, seed: int, num_examples: int | None) -> dict[str, np.
 
 # ----------------------------------------------------------------------------- array sources
 
+def _held_out(size: int, fraction: float) -> int:
+    """How many of `size` examples a `fraction` holds out: the nearest count, at least one."""
+    return max(1, round(fraction * size))
+
+
 def _carve_test(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     """Splits one pool of examples into seeded, disjoint train and test sets."""
-    num_test = min(len(x) - 1, max(1, round(_TEST_FRACTION * len(x))))
+    num_test = min(len(x) - 1, _held_out(len(x), _TEST_FRACTION))
     order = np.random.default_rng([seed, _TEST_SPLIT_STREAM]).permutation(len(x))
     test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
@@ -450,8 +537,13 @@ def _network_available() -> bool:
     return True
 
 
-def _tfds_arrays(name: str, data_dir: str | None, seed: int,
-                 num_examples: int | None) -> dict[str, np.ndarray]:
+def _tfds_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """The builder of a TFDS image dataset, prepared (downloaded first if need be).
+
+    Raises:
+        ValueError: For an unknown name, a dataset without a uint8 `image` feature, or one
+            that is not prepared in `data_dir` when the network is unreachable.
+    """
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
@@ -461,15 +553,26 @@ def _tfds_arrays(name: str, data_dir: str | None, seed: int,
             f"'mnist'") from None
     features = builder.info.features
     image = features["image"] if "image" in features else None
-    if image is None or image.dtype != tf.uint8 or None in image.shape:
-        raise ValueError(f"TFDS dataset {name!r} must have a fixed-size uint8 'image' feature, "
-                         f"got features {list(features.keys())}")
+    if image is None or image.dtype != tf.uint8:
+        raise ValueError(f"TFDS dataset {name!r} must have a uint8 'image' feature, got "
+                         f"features {list(features.keys())}")
     if not builder.is_prepared():
         if not _network_available():
             raise ValueError(
                 f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root} and could not "
-                f"be downloaded (no network); point the loader at {_LOCAL_HINT}")
+                f"be downloaded: TFDS needs the network to download and prepare it, and there "
+                f"is none; prepare it in a data_dir elsewhere, or point the loader at "
+                f"{_LOCAL_HINT}")
         builder.download_and_prepare()
+    return builder
+
+
+def _tfds_arrays(name: str, data_dir: str | None, seed: int,
+                 num_examples: int | None) -> dict[str, np.ndarray]:
+    builder = _tfds_builder(name, data_dir)
+    if None in builder.info.features["image"].shape:
+        raise ValueError(f"TFDS dataset {name!r} has images of varying size; stream it "
+                         f"(stream=None) with image_size to read it")
     splits = builder.info.splits
     if "test" not in splits:
         keep = "" if num_examples is None else f"[:{num_examples}]"

@@ -32,12 +32,20 @@ Examples:
         --hidden=64 --learning_rate=3e-3 --epochs=20 --output_dir=runs/glow_digits
     python -m tfp_flows.train --flow=realnvp --dataset=eight_gaussians --conditional \
         --output_dir=runs/conditional_eight_gaussians
+    python -m tfp_flows.train --flow=glow --dataset=celeb_a --crop=148 --image_size=64 \
+        --num_bits=5 --output_dir=runs/glow_celeba
+
+TFDS datasets and directories of TFRecord or image files are streamed (`--num_bits`,
+`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.streaming`). A streamed run
+resumed mid-epoch continues at the committed step with the batches an uninterrupted run sees
+there; with in-memory arrays the interrupted epoch is rerun whole.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import json
 import math
@@ -71,7 +79,7 @@ TRANSFORM_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
     name for family in zoo.FAMILIES.values() for name in family.transform_args))
 # The config.json entries that define the model and its data; a run directory holds one model.
 _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels",
-                  "conditional", "model")
+                  "crop", "conditional", "model")
 _MONITOR = "val_bits_per_dim"
 # Sample grid: samples per row, and rows of an unconditional model (a conditional one has a
 # row per class).
@@ -127,6 +135,10 @@ class TrainConfig:
     jit_compile: bool = False
     temperatures: tuple[float, ...] = (0.5, 0.7, 1.0)
     checkpoint_steps: int = 100
+    num_bits: int = 8
+    image_size: int | None = None
+    crop: int | None = None
+    shuffle_buffer: int = 10_000
     verbose: int = 1
 
 
@@ -146,7 +158,8 @@ class Checkpoint(keras.callbacks.Callback):
     included) to a file with a fresh name, then atomically replaces `state.json`, which names
     that file and holds the epoch history and the best epoch. A kill at any point leaves the
     previous commit whole. Commits happen every `every_steps` steps and at each epoch end; a
-    run resumed from a mid-epoch commit restarts that epoch from the committed weights.
+    run resumed from a mid-epoch commit restarts that epoch from the committed weights, or,
+    for streamed data, goes on from the committed step (`skipped` counts the steps before it).
 
     Each epoch end also writes the best model to `best_model_path` (atomically) when the
     validation bits/dim improves, and stops training after `patience` epochs without
@@ -175,6 +188,9 @@ class Checkpoint(keras.callbacks.Callback):
                             "best_bits_per_dim": None, "stopped_early": False}
         self.epoch = 0
         self.step = 0
+        # Steps of the current epoch trained before this `fit` began: a streamed run resumed
+        # mid-epoch skips them.
+        self.skipped = 0
 
     @property
     def state_path(self) -> str:
@@ -231,10 +247,10 @@ class Checkpoint(keras.callbacks.Callback):
                 f"{self.state['step']} step(s)) stays in {self.directory}; rerun to resume.")
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.step = epoch, 0
+        self.epoch, self.step = epoch, self.skipped
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step = batch + 1
+        self.step = self.skipped + batch + 1
         # The model's train_step stops on a non-finite loss, but XLA drops that assertion.
         if logs and not math.isfinite(float(logs.get("loss", 0.0))):
             raise TrainingError(f"the loss became NaN or Inf at epoch {self.epoch + 1} step "
@@ -399,13 +415,17 @@ def _validated(config: TrainConfig | Mapping) -> TrainConfig:
                           f"{', '.join(STRATEGIES)}")
     positive = {"epochs": config.epochs, "batch_size": config.batch_size,
                 **{name: getattr(config, name) for name in SIZE_FLAGS},
-                "num_examples": config.num_examples}
+                "num_examples": config.num_examples, "image_size": config.image_size,
+                "crop": config.crop, "shuffle_buffer": config.shuffle_buffer}
     for name, value in positive.items():
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {value}")
     for name in ("patience", "checkpoint_steps", "seed"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if not 1 <= config.num_bits <= 8:
+        raise ConfigError(f"--num_bits must be in 1..8 (2**num_bits pixel levels), got "
+                          f"{config.num_bits}")
     if not config.learning_rate > 0:
         raise ConfigError(f"--learning_rate must be > 0, got {config.learning_rate}")
     if not config.temperatures or not all(t > 0 for t in config.temperatures):
@@ -441,7 +461,9 @@ def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
     try:
         splits = datasets.load(config.dataset, batch_size=config.batch_size,
                                data_dir=config.data_dir, seed=config.seed,
-                               num_examples=config.num_examples, labels=config.conditional)
+                               num_examples=config.num_examples, labels=config.conditional,
+                               num_bits=config.num_bits, image_size=config.image_size,
+                               crop=config.crop, shuffle_buffer=config.shuffle_buffer)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
@@ -454,18 +476,27 @@ def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
             x = tf.reshape(x, (-1, size))
             return (x, *label) if label else x
 
+        streamed = splits.streamed and dataclasses.replace(
+            splits.streamed, train_batches=lambda *args: splits.streamed.train_batches(
+                *args).map(flatten))
         splits = dataclasses.replace(splits, train=splits.train.map(flatten),
                                      validation=splits.validation.map(flatten),
-                                     test=splits.test.map(flatten), event_shape=(size,))
+                                     test=splits.test.map(flatten), event_shape=(size,),
+                                     streamed=streamed)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # The pipelines read from memory, not files: each worker takes its share of the data.
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA)
-        splits = dataclasses.replace(splits, train=splits.train.with_options(options),
-                                     validation=splits.validation.with_options(options),
-                                     test=splits.test.with_options(options))
+        # Each worker takes its share of every batch (streamed training data is sharded by
+        # record instead, in _fit).
+        splits = dataclasses.replace(splits, train=_shared_by_batch(splits.train),
+                                     validation=_shared_by_batch(splits.validation),
+                                     test=_shared_by_batch(splits.test))
     return splits, image_shape
+
+
+def _shared_by_batch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset`, split between the workers of a multi-worker run batch by batch."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _build_model(config: TrainConfig, splits) -> FlowModel:
@@ -492,7 +523,8 @@ def _identity(config: TrainConfig, splits, model: FlowModel) -> dict:
     flow = model.flow.get_config()
     return {"flow": config.flow, "dataset": config.dataset, "seed": config.seed,
             "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
-            "num_levels": splits.num_levels, "conditional": config.conditional,
+            "num_levels": splits.num_levels, "crop": config.crop,
+            "conditional": config.conditional,
             "model": {name: flow.get(name) for name in takes}}
 
 
@@ -820,10 +852,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
             callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "logs"),
                                                          write_graph=False))
         try:
-            # The training pipeline reshuffles itself every epoch.
-            model.fit(splits.train, validation_data=splits.validation, epochs=config.epochs,
-                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=config.verbose,
-                      shuffle=False)
+            _fit(model, config, strategy, splits, checkpoint, initial_epoch, callbacks)
         except tf.errors.InvalidArgumentError as error:
             # FlowModel.train_step asserts a finite batch and a finite update before it updates.
             where = f"at epoch {checkpoint.epoch + 1} step {checkpoint.step + 1}"
@@ -891,6 +920,44 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
     return metrics
 
 
+def _fit(model: FlowModel, config: TrainConfig, strategy: tf.distribute.Strategy, splits,
+         checkpoint: Checkpoint, initial_epoch: int, callbacks: list) -> None:
+    """Trains from `initial_epoch` on.
+
+    An array pipeline reshuffles itself every epoch, and an interrupted epoch is rerun whole.
+    A streamed one gives each epoch's batches by number, so a run resumed mid-epoch trains the
+    rest of that epoch first, from the committed step on, then the later epochs; under
+    `MultiWorkerMirroredStrategy` each worker reads its own shard of the training records.
+    """
+    fit = functools.partial(model.fit, validation_data=splits.validation, callbacks=callbacks,
+                            verbose=config.verbose, shuffle=False)
+    streamed = splits.streamed
+    if streamed is None:
+        fit(splits.train, epochs=config.epochs, initial_epoch=initial_epoch)
+        return
+
+    def batches(first: int, last: int, skip: int = 0):
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return strategy.distribute_datasets_from_function(
+                lambda context: streamed.train_batches(first, last, skip, context))
+        return streamed.train_batches(first, last, skip)
+
+    # ActNorm's data-dependent initialisation on the first batch of training (FlowModel.fit
+    # takes a tf.data.Dataset for it, not a distributed one); done already when resumed.
+    model.initialize_from_data(_shared_by_batch(streamed.train_batches(0, 1).take(1)))
+    skip = checkpoint.state["step"]
+    if skip:
+        checkpoint.skipped = skip
+        fit(batches(initial_epoch, initial_epoch + 1, skip), epochs=initial_epoch + 1,
+            initial_epoch=initial_epoch)
+        checkpoint.skipped = 0
+        initial_epoch += 1
+        if checkpoint.state["stopped_early"] or initial_epoch >= config.epochs:
+            return
+    fit(batches(initial_epoch, config.epochs), epochs=config.epochs, initial_epoch=initial_epoch,
+        steps_per_epoch=streamed.steps_per_epoch)
+
+
 # ------------------------------------------------------------------------------ command line
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -899,8 +966,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(zoo.FAMILIES)}.",
                         flag_values=flag_values)
     flags.DEFINE_string("dataset", d.dataset,
-                        f"{', '.join(datasets.TOY_DATASETS)}, digits, a directory of IDX files, "
-                        f"an .npz file, or a TFDS image dataset name.", flag_values=flag_values)
+                        f"{', '.join(datasets.TOY_DATASETS)}, digits, a directory of IDX, "
+                        f"TFRecord or image files, an .npz file, or a TFDS image dataset name.",
+                        flag_values=flag_values)
     flags.DEFINE_string("output_dir", d.output_dir,
                         "Run directory (default runs/<flow>_<dataset>); rerun to resume.",
                         flag_values=flag_values)
@@ -953,6 +1021,17 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("checkpoint_steps", d.checkpoint_steps,
                          "Also save the training state every this many steps (0: epoch ends "
                          "only).", flag_values=flag_values)
+    flags.DEFINE_integer("num_bits", d.num_bits,
+                         "Streamed data: bits kept per pixel (2**num_bits levels; Glow's "
+                         "CelebA: 5).", flag_values=flag_values)
+    flags.DEFINE_integer("image_size", d.image_size,
+                         "Streamed data: resize the images to image_size x image_size.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("crop", d.crop, "Streamed data: first crop the central crop x crop "
+                         "pixels.", flag_values=flag_values)
+    flags.DEFINE_integer("shuffle_buffer", d.shuffle_buffer,
+                         "Streamed data: training records held for shuffling.",
+                         flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:
