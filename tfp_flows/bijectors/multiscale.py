@@ -26,8 +26,14 @@ class MultiScale(OnePassBijector):
 
     With a standard normal base, the factored-out half is modelled by N(mu, sigma^2) given the
     kept half: Glow's learned conditional prior for the split (`split_prior` returns `mu` and
-    `log_sigma` concatenated on the last axis; zero output makes it standard normal). Without
-    a split prior, z_out = h_out and the factored-out half is modelled as standard normal.
+    a raw log-scale `r` concatenated on the last axis; zero output makes it standard normal).
+    log_sigma = r where r <= 0 and max_log_sigma * tanh(r / max_log_sigma) above, so sigma
+    never exceeds e^3 (about 20): sampling multiplies by sigma, and with an unbounded one a
+    latent the model was not trained on made the prior's r grow with its input until
+    exp(r) overflowed float32 (r = 44 seen in a trained Glow at temperature 1). The bound is
+    smooth (equal value, slope and curvature at 0) and leaves small sigmas alone, which the
+    density needs for flat image backgrounds. Without a split prior, z_out = h_out and the
+    factored-out half is modelled as standard normal.
     Keeping z in the data's shape lets `encode`/`decode` and latent arithmetic work on one
     tensor. Sampling at temperature T scales every level's noise, as in Glow.
 
@@ -59,9 +65,12 @@ class MultiScale(OnePassBijector):
     def _split(self, h):
         return tf.split(h, 2, axis=-1)
 
+    max_log_sigma = 3.0
+
     def _prior(self, h_keep, dtype):
-        mu, log_sigma = tf.split(tf.cast(self._split_prior(h_keep), dtype), 2, axis=-1)
-        return mu, log_sigma
+        mu, raw = tf.split(tf.cast(self._split_prior(h_keep), dtype), 2, axis=-1)
+        bound = tf.cast(self.max_log_sigma, dtype)
+        return mu, tf.where(raw > 0, bound * tf.tanh(raw / bound), raw)
 
     def _transform_and_log_det(self, x, inverse: bool):
         return self._latent_from_data(x) if inverse else self._data_from_latent(x)

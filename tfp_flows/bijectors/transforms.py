@@ -61,12 +61,19 @@ class AffineTransform(Transform):
     """RealNVP's and Glow's affine map: inverse z = x * scale + shift, forward its inverse.
 
     `shift, raw = params`; `scale_fn` bounds the scale for stable training: "sigmoid" is
-    Glow's scale = sigmoid(raw + 2), in (0, 1) and 0.88 at raw = 0; "tanh" is log scale =
-    tanh(raw), in (-1, 1); "exp" is the unbounded log scale = raw of the RealNVP paper.
-    log|det J_inverse| = sum(log scale).
+    Glow's scale = sigmoid(raw + 2) lifted to (min_scale, 1), min_scale + (1 - min_scale) *
+    sigmoid(raw + 2), 0.88 at raw = 0; "tanh" is log scale = tanh(raw), in (-1, 1); "exp" is
+    the unbounded log scale = raw of the RealNVP paper. log|det J_inverse| = sum(log scale).
+
+    Why the floor: sampling divides by the scale. A latent the model was not trained on (Glow
+    at temperature 1 draws plenty) reaches a conditioner with inputs far outside the data's,
+    whose raw scale then goes to -100s, and the division overflowed float32 in a third of a
+    trained Glow's samples. With the floor no coupling amplifies by more than 1 / min_scale;
+    on data the scale stays far above it (the density does not change measurably).
     """
 
     params_per_entry = 2
+    min_scale = 1e-3
 
     def __init__(self, scale_fn: str = "sigmoid"):
         if scale_fn not in SCALE_FUNCTIONS:
@@ -75,7 +82,8 @@ class AffineTransform(Transform):
 
     def log_scale(self, raw):
         if self.scale_fn == "sigmoid":
-            return tf.math.log_sigmoid(raw + 2.0)
+            floor = self.min_scale
+            return tf.math.log(floor + (1.0 - floor) * tf.sigmoid(raw + 2.0))
         if self.scale_fn == "tanh":
             return tf.tanh(raw)
         return raw
