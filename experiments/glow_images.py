@@ -18,10 +18,12 @@ What it shows: test bits/dim; 8x8 sample grids at temperatures 0.5, 0.7 and 1.0 
 the same z for the three grids; lower T trades diversity for cleaner samples, as in Glow's
 figures); latent interpolation between pairs of test images: z = encode(x), linear
 interpolation in z, decode. Also the round-trip error |decode(encode(x)) - x| as a check of
-invertibility, and the share of samples that overflow float32: sampling divides by Glow's
-sigmoid scale (in (0, 1)) at every step, so latents the model has not learned to map can blow
-up, and a small model sends a sizeable share of N(0, 1) draws there (likelihood hardly
-notices: losing 10% of the mass costs 0.0002 bits/dim). Lower temperatures avoid those regions.
+invertibility, and the share of samples that overflow float32. Sampling divides by each
+coupling's scale and multiplies by each split prior's sigma, and a small model sends a sizeable
+share of N(0, 1) draws to latents it has not learned to map (likelihood hardly notices: losing
+10% of the mass costs 0.0002 bits/dim); there the networks' outputs grow with their inputs,
+and before the library bounded both factors (scale >= 1e-3, log sigma <= 3) 35% of the samples
+at T = 1.0 overflowed.
 Saves the model to experiments/results/glow_fashion.keras (git-ignored) for
 attribute_manipulation.py.
 
