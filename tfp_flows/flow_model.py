@@ -23,12 +23,35 @@ def _unpack(data):
     return x, context
 
 
+_INT32_MAX = int(np.iinfo(np.int32).max)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _require_examples(x, where: str) -> None:
     """Refuses an array or tensor of x with no rows (Keras would run no step, silently)."""
     shape = getattr(x, "shape", None)
     if getattr(x, "ndim", 0) and shape[0] == 0:
         raise ValueError(f"{where} got no examples (x has shape {_describe_shape(tuple(shape))}); "
                          f"pass at least one.")
+
+
+def _array_like(value, where: str, expected: str):
+    """`value` if it has a dtype, else as a numpy array; ValueError for what is no array."""
+    if isinstance(value, dict):
+        raise ValueError(f"{where} expects {expected}, got a dict with keys "
+                         f"{sorted(map(str, value))}; pass the array itself.")
+    if value is None or isinstance(value, (str, bytes)):
+        raise ValueError(f"{where} expects {expected}, got {value!r}.")
+    if not hasattr(value, "dtype"):
+        try:
+            value = np.asarray(value)
+        except ValueError:
+            raise ValueError(f"{where} expects {expected}, got a ragged nested list (rows of "
+                             f"different shapes).") from None
+    if value.dtype == object:
+        raise ValueError(f"{where} expects {expected}, got an array of Python objects (dtype "
+                         f"object, e.g. dicts or ragged lists).")
+    return value
 
 
 def _describe_shape(shape) -> str:
@@ -116,8 +139,7 @@ class FlowModel(keras.Model):
         if context is None:
             raise ValueError(f"{where}: this model is conditional and needs a context "
                              f"({self._context_description()}); got none.")
-        if not hasattr(context, "dtype"):
-            context = np.asarray(context)
+        context = _array_like(context, where, self._context_description())
         dtype = tf.as_dtype(context.dtype)
         labels = bool(self.flow.num_classes)
         if (labels and not dtype.is_integer) or (not labels and not (
@@ -125,7 +147,14 @@ class FlowModel(keras.Model):
             raise ValueError(f"{where} expects {self._context_description()}, got dtype "
                              f"{dtype.name}.")
         context = tf.convert_to_tensor(context)
-        context = tf.cast(context, tf.int32 if labels else tf.float32)
+        if labels and tf.executing_eagerly():
+            # Checked before the cast: a label beyond int64 must not wrap into range.
+            values = context.numpy()
+            if values.size and (values.min() < 0 or values.max() >= self.flow.num_classes):
+                raise ValueError(f"{where} expects class labels in [0, {self.flow.num_classes}),"
+                                 f" got values in [{values.min()}, {values.max()}].")
+        # int64 labels: a graph's int64 labels reach the in-graph range check unwrapped.
+        context = tf.cast(context, tf.int64 if labels else tf.float32)
         event_rank = 0 if labels else 1
         shape = tuple(context.shape)
         if len(shape) == event_rank:
@@ -141,11 +170,6 @@ class FlowModel(keras.Model):
             with_batch = "" if batch is None else f" with batch {batch} (or 1)"
             raise ValueError(f"{where} expects a context of shape {expected}{with_batch}, "
                              f"got shape {_describe_shape(shape)}.")
-        if labels and tf.executing_eagerly():
-            values = context.numpy()
-            if values.size and (values.min() < 0 or values.max() >= self.flow.num_classes):
-                raise ValueError(f"{where} expects class labels in [0, {self.flow.num_classes}),"
-                                 f" got values in [{values.min()}, {values.max()}].")
         return context
 
     # ----------------------------------------------------------------------------- density
@@ -217,16 +241,7 @@ class FlowModel(keras.Model):
     def _check_input(self, x, where: str) -> tf.Tensor:
         """Converts `x` to a float32 tensor, or raises ValueError naming what was expected."""
         expected = f"(batch, {', '.join(map(str, self.event_shape))})"
-        if isinstance(x, dict):
-            raise ValueError(f"{where} expects floating-point inputs of shape {expected}, got a "
-                             f"dict with keys {sorted(map(str, x))}; pass the image or vector "
-                             f"array itself.")
-        if not hasattr(x, "dtype"):
-            x = np.asarray(x)
-        if x.dtype == object:
-            raise ValueError(f"{where} expects floating-point inputs of shape {expected}, got "
-                             f"an array of Python objects (dtype object, e.g. dicts or "
-                             f"ragged lists).")
+        x = _array_like(x, where, f"floating-point inputs of shape {expected}")
         dtype = tf.as_dtype(x.dtype)
         if not dtype.is_floating:
             raise ValueError(
@@ -291,8 +306,8 @@ class FlowModel(keras.Model):
 
     def decode(self, z, context=None) -> tf.Tensor:
         """x = f_c(z), the data of latent z."""
-        if not hasattr(z, "dtype"):
-            z = np.asarray(z)
+        z = _array_like(z, "decode", f"floating-point latents of shape (batch, "
+                        f"{', '.join(map(str, self.latent_shape))})")
         if not tf.as_dtype(z.dtype).is_floating:
             raise ValueError(f"decode expects floating-point latents, got dtype "
                              f"{tf.as_dtype(z.dtype).name}.")
@@ -326,17 +341,30 @@ class FlowModel(keras.Model):
             temperature: standard deviation of the latent (Glow samples at 0.5-0.7).
             seed: an int; the same seed gives the same samples (also through the exported
                 `sample` signature). None draws fresh noise.
+
+        Returns:
+            float32 samples of shape `(n, *event_shape)`, in the data's units (pixel values
+            for images), not clipped: the flow maps all of R^D onto all of R^D, so samples can
+            leave the data's range (e.g. [0, num_levels)), most often at high temperature;
+            clip them to display them. Glow bounds how much each coupling and split prior can
+            amplify while sampling, and a trained Glow gave no non-finite sample at
+            temperatures up to 1 (experiments/glow_images.py); above 1 nothing is promised.
         """
         if (tf.is_tensor(n) and tf.executing_eagerly() and n.dtype.is_integer
                 and n.shape.rank == 0):
             n = int(n)
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"sample expects a positive integer number of samples, got {n!r}.")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not (
+                1 <= n <= _INT32_MAX):
+            raise ValueError(f"sample expects a positive integer number of samples (at most "
+                             f"{_INT32_MAX}), got {n!r}.")
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
-                0 < temperature < math.inf):
-            raise ValueError(f"sample expects a finite temperature > 0, got {temperature!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(f"sample expects an integer seed or None, got {seed!r}.")
+                0 < temperature <= _FLOAT32_MAX):
+            raise ValueError(f"sample expects a finite temperature > 0 (at most float32's "
+                             f"{_FLOAT32_MAX:.4g}), got {temperature!r}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(
+                seed, (int, np.integer)) or not -(2**63) <= seed < 2**63):
+            raise ValueError(f"sample expects an integer seed in [-2**63, 2**63) or None, "
+                             f"got {seed!r}.")
         context = self._check_context(context, "sample", batch=int(n))
         if seed is None:
             seed = tf.random.uniform([], maxval=tf.int64.max, dtype=tf.int64)
@@ -350,11 +378,10 @@ class FlowModel(keras.Model):
     def metrics(self):
         return [self._loss_tracker, self._bits_tracker]
 
-    def _record(self, log_prob):
-        loss = -tf.reduce_mean(log_prob)
-        self._loss_tracker.update_state(loss)
-        self._bits_tracker.update_state(self.bits_per_dim(-loss))
-        return loss
+    def _record(self, log_prob) -> None:
+        # Per example, so a smaller last batch weighs by its size, not as much as a full one.
+        self._loss_tracker.update_state(-log_prob)
+        self._bits_tracker.update_state(self.bits_per_dim(log_prob))
 
     def _valid_batch(self, x, context) -> tf.Tensor:
         """True when x (and a context vector) is finite and every class label is in range."""
@@ -422,7 +449,10 @@ class FlowModel(keras.Model):
         return logs
 
     def predict_step(self, data):
-        return self.log_prob(*_unpack(data))
+        x, context = _unpack(data)
+        if context is None and isinstance(x, (tuple, list)):
+            x, context = _unpack(tuple(x))  # predict((x, context)) arrives as one input
+        return self.log_prob(x, context)
 
     def compile(self, optimizer="adam", loss=None, jit_compile=False, **kwargs):
         """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken.
@@ -447,7 +477,7 @@ class FlowModel(keras.Model):
 
         Runs the data-dependent initialisation of ActNorm on the first batch first.
         """
-        _require_examples(x, "fit")
+        self._check_arrays(x, y, "fit")
         self.initialize_from_data(x, batch_size, context=y)
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
@@ -459,8 +489,33 @@ class FlowModel(keras.Model):
 
     def evaluate(self, x=None, y=None, **kwargs):
         """Keras `evaluate`; `y` is the context of a conditional model (or None)."""
-        _require_examples(x, "evaluate")
+        self._check_arrays(x, y, "evaluate")
         return super().evaluate(x, y, **kwargs)
+
+    def predict(self, x, **kwargs):
+        """Keras `predict`: log p(x) per example; `x` may be `(x, context)`."""
+        arrays = x if isinstance(x, tuple) and len(x) == 2 else (x, None)
+        self._check_arrays(*arrays, "predict")
+        return super().predict(x, **kwargs)
+
+    def _check_arrays(self, x, context, where: str) -> None:
+        """The library's checks on array inputs of fit/evaluate/predict, before Keras sees them.
+
+        Keras' data adapters turn bad arrays into errors about their own internals (or run no
+        step at all); datasets and generators are checked batch by batch in the steps.
+        """
+        if isinstance(x, tf.data.Dataset) or (
+                x is not None and not hasattr(x, "dtype") and hasattr(x, "__next__")):
+            return
+        if isinstance(x, keras.utils.PyDataset):
+            return
+        x = _array_like(x, where, f"x of shape (batch, {', '.join(map(str, self.event_shape))})"
+                                  f" or a tf.data.Dataset")
+        if not getattr(x, "ndim", 0):
+            self._check_input(x, where)  # a scalar: refused with the expected shape
+        _require_examples(x, where)
+        self._check_input(x[:1], where)
+        self._check_context(context, where, batch=x.shape[0])
 
     def initialize_from_data(self, data, batch_size=None, *, context=None) -> None:
         """Runs ActNorm's data-dependent initialisation once, on the first batch of `data`.
@@ -496,13 +551,18 @@ class FlowModel(keras.Model):
             with tf.control_dependencies([z]):
                 self.data_initialized.assign(True)
 
+        # ActNorm layers assign in turn, so a refusal part-way through restores the earlier ones.
+        before = [v.numpy() for v in self.weights]
         try:
             tf.function(lambda b: strategy.run(replica_init, args=b))(batch)
         except tf.errors.InvalidArgumentError:
+            for variable, value in zip(self.weights, before, strict=True):
+                variable.assign(value)
             raise ValueError(
                 "fit: the first batch is empty or holds NaN or Inf values (or class labels out "
-                "of range), so ActNorm's data-dependent initialisation cannot use it; clean the "
-                "data. No weights were changed and the model is still uninitialised.") from None
+                "of range, or values so large that their statistics overflow float32), so "
+                "ActNorm's data-dependent initialisation cannot use it; clean the data. No "
+                "weights were changed and the model is still uninitialised.") from None
 
     # -------------------------------------------------------------------------- serialising
 

@@ -102,9 +102,16 @@ class ActNorm(tfb.Bijector):
     def _initialize_from(self, x: tf.Tensor) -> None:
         axes = list(range(x.shape.rank - 1))
         mean, variance = _global_moments(x, axes)
-        self._loc.assign(tf.cast(mean, self._loc.dtype))
-        self._log_scale.assign(
-            tf.cast(0.5 * tf.math.log(variance + self._epsilon), self._log_scale.dtype))
+        loc = tf.cast(mean, self._loc.dtype)
+        log_scale = tf.cast(0.5 * tf.math.log(variance + self._epsilon), self._log_scale.dtype)
+        # Finite data can still overflow the statistics (values near 1e20 square to inf).
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(loc)) & tf.reduce_all(tf.math.is_finite(log_scale)),
+            ["ActNorm's data-dependent initialisation got non-finite statistics from its batch; "
+             "nothing was assigned."])
+        with tf.control_dependencies([finite]):
+            self._loc.assign(loc)
+            self._log_scale.assign(log_scale)
 
     def _forward_log_det_jacobian(self, z):
         log_scale = tf.cast(self._log_scale, z.dtype)
