@@ -51,12 +51,14 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import sys
 import time
 import warnings
 import zipfile
 from collections.abc import Mapping
+from typing import NoReturn
 
 import keras
 import numpy as np
@@ -1047,9 +1049,40 @@ def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfi
     return TrainConfig(**_renamed(values))
 
 
-def main(argv: list[str]) -> int:
+# What a value of each type of flag must be, for a value absl could not parse.
+_FLAG_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, answering a bad command line as any bad input: one line, exit 2.
+
+    absl's own parser prints "FATAL Flags parsing error: ..." and a second line and exits 1
+    (a flag of the wrong type, an unknown flag, a value outside an enum); `--help` and
+    `--helpshort` still print the usage.
+    """
+    try:
+        argv = flags.FLAGS(argv)
+    except flags.Error as error:
+        message = " ".join(str(error).split())
+        bad_value = re.fullmatch(r"flag --(\w+)=(.*?): .*", message)
+        if bad_value and bad_value[1] in flags.FLAGS:
+            name, value = bad_value.groups()
+            expected = _FLAG_TYPES.get(flags.FLAGS[name].flag_type())
+            if expected:
+                message = f"--{name} must be {expected}, got {value!r}"
+        _refuse(message)
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        _refuse(f"expected only --flags, got the arguments {' '.join(argv[1:])}")
+    return argv
+
+
+def _refuse(what: str) -> NoReturn:
+    print(f"error: {what}; see --helpshort", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv: list[str]) -> int:
+    """Trains as the parsed flags say; `argv` is the program name alone (see `_parse_flags`)."""
     try:
         run(config_from_flags())
     except ConfigError as error:
@@ -1068,4 +1101,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
