@@ -233,11 +233,14 @@ class Flow(keras.layers.Layer):
             raise ValueError(f"scale_fn must be one of {SCALE_FUNCTIONS}, got {scale_fn!r}.")
         self.transform_name = transform
         self.scale_fn = (scale_fn or default_scale_fn) if transform == "affine" else None
-        self.bins = (8 if bins is None else bins) if transform == "spline" else None
-        self.bound = (4.0 if bound is None else bound) if transform == "spline" else None
         options = {"scale_fn": self.scale_fn} if transform == "affine" else (
-            {"bins": self.bins, "bound": self.bound} if transform == "spline" else {})
-        return make_transform(transform, **options)
+            {"bins": 8 if bins is None else bins, "bound": 4.0 if bound is None else bound}
+            if transform == "spline" else {})
+        chosen = make_transform(transform, **options)
+        # The spline's validated bins and bound (plain Python numbers, as the config needs).
+        self.bins = chosen.bins if transform == "spline" else None
+        self.bound = chosen.bound if transform == "spline" else None
+        return chosen
 
     def _transform_config(self) -> dict:
         config = {"transform": self.transform_name}
@@ -279,9 +282,9 @@ class NICE(Flow):
         if size < 2:
             raise ValueError(f"NICE needs at least 2 dimensions, got event shape {event_shape}.")
         additive = make_transform("additive")
-        self.steps = [CouplingStep(additive, size, parity=i % 2, hidden=hidden,
-                                   num_hidden=num_hidden, context_size=self.context_size,
-                                   name=f"coupling_{i}") for i in range(num_couplings)]
+        self.steps = [CouplingStep(additive, size, parity=i % 2, hidden=self.hidden,
+                                   num_hidden=self.num_hidden, context_size=self.context_size,
+                                   name=f"coupling_{i}") for i in range(self.num_couplings)]
         self.steps.append(ScalingStep(size, name="scaling"))
 
     def get_config(self):

@@ -16,6 +16,7 @@ Directions follow the couplings: `inverse=True` is data -> latent (the training 
 from __future__ import annotations
 
 import math
+import numbers
 
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
@@ -124,14 +125,14 @@ class SplineTransform(Transform):
     min_slope = 1e-3
 
     def __init__(self, bins: int = 8, bound: float = 3.0):
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
             raise ValueError(f"bins must be an integer >= 2, got {bins!r}.")
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not (
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not (
                 math.isfinite(bound) and bound > 0):
             raise ValueError(f"bound must be a positive finite number, got {bound!r}.")
-        self.bins = bins
+        self.bins = int(bins)
         self.bound = float(bound)
-        self.params_per_entry = 3 * bins - 1
+        self.params_per_entry = 3 * self.bins - 1
 
     def spline(self, params) -> tfb.RationalQuadraticSpline:
         """The spline whose bins and slopes `params` (conditioner output) define."""
