@@ -234,9 +234,16 @@ class FlowModel(keras.Model):
         bijector = self.flow.bijector(context)
         z = bijector.inverse(x)
         base = self.base_distribution()
-        log_det = bijector.inverse_log_det_jacobian(x, event_ndims=len(self.event_shape))
+        event_ndims = len(self.event_shape)
+        log_det = bijector.inverse_log_det_jacobian(x, event_ndims=event_ndims)
         # The log-det is accumulated in float32 even when the networks run in a lower precision.
-        return base.log_prob(tf.cast(z, tf.float32)) + tf.cast(log_det, tf.float32)
+        log_prob = base.log_prob(tf.cast(z, tf.float32)) + tf.cast(log_det, tf.float32)
+        # A finite x so far out that float32 overflows inside the flow (a latent of inf, then
+        # inf - inf) comes out NaN; its density is below float32's range: -inf. A NaN in x
+        # stays NaN.
+        finite = tf.reduce_all(tf.math.is_finite(x), axis=list(range(-event_ndims, 0)))
+        return tf.where(tf.math.is_nan(log_prob) & finite,
+                        tf.constant(-np.inf, log_prob.dtype), log_prob)
 
     def _check_input(self, x, where: str) -> tf.Tensor:
         """Converts `x` to a float32 tensor, or raises ValueError naming what was expected."""
