@@ -243,7 +243,9 @@ def _streams(name: str, stream: bool | None) -> bool:
             not os.path.isdir(path) and (os.path.exists(path) or _looks_like_path(name))):
         streamable = False
     elif os.path.isdir(path):
-        streamable = bool(_files(path, _TFRECORD_SUFFIXES) or _files(path, _IMAGE_SUFFIXES))
+        # Stops at the first such file: a directory of 200k images is walked in full once,
+        # by the streaming source, not here as well.
+        streamable = any(_paths(path, _TFRECORD_SUFFIXES + _IMAGE_SUFFIXES))
         if not streamable and not any(
                 os.path.exists(os.path.join(path, base + suffix))
                 for base in _IDX_FILES.values() for suffix in ("", ".gz")):
@@ -257,10 +259,15 @@ def _streams(name: str, stream: bool | None) -> bool:
     return streamable and stream is not False
 
 
+def _paths(directory: str, suffixes: tuple[str, ...]):
+    """The files under `directory`, at any depth, whose names end with `suffixes`, lazily."""
+    return (path for path in glob.iglob(os.path.join(directory, "**", "*"), recursive=True)
+            if path.lower().endswith(suffixes) and os.path.isfile(path))
+
+
 def _files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
     """The files under `directory`, at any depth, whose names end with `suffixes`, sorted."""
-    return sorted(path for path in glob.glob(os.path.join(directory, "**", "*"), recursive=True)
-                  if path.lower().endswith(suffixes) and os.path.isfile(path))
+    return sorted(_paths(directory, suffixes))
 
 
 def _check_seed_and_size(seed: int, num_examples: int | None) -> None:

@@ -511,10 +511,8 @@ class FlowModel(keras.Model):
         Keras' data adapters turn bad arrays into errors about their own internals (or run no
         step at all); datasets and generators are checked batch by batch in the steps.
         """
-        if isinstance(x, tf.data.Dataset) or (
+        if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)) or (
                 x is not None and not hasattr(x, "dtype") and hasattr(x, "__next__")):
-            return
-        if isinstance(x, keras.utils.PyDataset):
             return
         x = _array_like(x, where, f"x of shape (batch, {', '.join(map(str, self.event_shape))})"
                                   f" or a tf.data.Dataset")

@@ -287,8 +287,10 @@ _SKIP_IMAGE = {"image": tfds.decode.SkipDecoding()}
 
 def _directory_source(directory: str, validation_fraction: float,
                       num_examples: int | None) -> _Source:
-    records = datasets._files(directory, datasets._TFRECORD_SUFFIXES)
-    images = datasets._files(directory, datasets._IMAGE_SUFFIXES)
+    # One walk of the directory for both kinds of file.
+    files = datasets._files(directory, datasets._TFRECORD_SUFFIXES + datasets._IMAGE_SUFFIXES)
+    records = [path for path in files if path.lower().endswith(datasets._TFRECORD_SUFFIXES)]
+    images = [path for path in files if path.lower().endswith(datasets._IMAGE_SUFFIXES)]
     if records and images:
         raise ValueError(f"dataset directory {directory!r} holds both TFRecord and image files; "
                          f"expected one kind")
