@@ -41,6 +41,18 @@ experiments: $(STAMP)
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
 
+# The CPU benchmarks whose JSONs the README cites, about an hour on 2 CPU cores. On a
+# machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
+benchmark: $(STAMP)
+	$(PY) -m benchmarks.bench
+	$(PY) -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-levels 3 --glow-depth 8 \
+		--glow-hidden 256 --fit-runs in_memory,in_memory_tfp --fit-rounds 2 --rounds 3 \
+		--chunk 4 --reversible-depths '' \
+		--out benchmarks/results/$$(date +%F)-cpu-glow-32x32.json
+	$(PY) -m benchmarks.glow_ablations
+	$(PY) -m benchmarks.public_api
+	$(PY) -m benchmarks.pipeline
+
 lint: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
 

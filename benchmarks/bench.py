@@ -2,9 +2,11 @@
 
 Run from the repository root:
 
-    python -m benchmarks.bench                    # default sizes, a few minutes on 2 CPU cores
-    python -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-depth 8 --glow-hidden 256
+    python -m benchmarks.bench                    # default sizes, about 15 minutes on 2 CPU cores
+    python -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-levels 3 \
+        --glow-depth 8 --glow-hidden 256 --fit-runs in_memory,in_memory_tfp --fit-rounds 2
     python -m benchmarks.bench --jit              # every step function with jit_compile=True
+    python -m benchmarks.bench --device gpu       # Glow 32x32x3 at the paper's size on a GPU
 
 For each family it builds our model and TFP's at the same architecture (parameter counts are
 printed and must agree within 10%), trains both on the same batches in one process with the
@@ -15,9 +17,10 @@ same loop, a `tf.function` step of GradientTape + Keras Adam, and reports as rat
 - sampling examples/s (a batch of samples drawn in a `tf.function`);
 - NLL on held-out data after the same number of steps;
 - peak memory of a training step: the peak of TF's allocator statistics
-  (`tf.config.experimental.get_memory_info`, which TF keeps for the CPU allocator too) over
-  one step, above what was allocated before it: activations kept for the backward pass,
-  gradients and temporaries, not the weights;
+  (`tf.config.experimental.get_memory_info`) over one step, above what was allocated before
+  it: activations kept for the backward pass, gradients and temporaries, not the weights. On
+  CPU TF keeps these statistics only under its BFC allocator, so the memory columns come from
+  a process of their own that runs under it; everything else runs with the default allocator;
 - flow overhead: the training step's time over the time of a step of the same conditioner
   networks alone (forward, backward and Adam on their weights, inputs of the shapes they see
   in the flow): the cost floor of any flow built on those networks.
@@ -27,6 +30,11 @@ pipeline alone, to show whether input is ever the bottleneck, and through `fit` 
 the step guard (the check that refuses a non-finite update), to give the guard's share of a
 step, and TFP's model through the same Keras `fit` (epochs of `--fit-steps` steps from memory).
 Results go to benchmarks/results/<date>-<device>.json and a markdown table is printed.
+
+`--device gpu` (or `--matrix` on any device) runs something else: our Glow at the paper's
+CIFAR-10 size (32x32x3, 3 levels x 32 steps, 512 hidden, batch 64) through `fit` and
+`model.sample`, images/s with XLA off and on, in float32 and in mixed precision, to
+benchmarks/results/<date>-<device>-matrix.json.
 
 The data are synthetic and generated here, so the benchmark needs no download: images of soft
 coloured blobs (uint8, dequantized by `tfp_flows.datasets`) and vectors from a 16-dimensional
@@ -40,6 +48,7 @@ import collections
 import dataclasses
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -49,9 +58,6 @@ import warnings
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TF keeps allocator statistics on CPU only for its BFC allocator; without it the step-memory
-# column fails with "Allocator stats not available for device 'CPU:0'".
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -64,6 +70,9 @@ import tfp_flows  # noqa: E402
 from tfp_flows import datasets  # noqa: E402
 
 FLOWS = ("glow", "realnvp", "maf")
+# The fit timings: our FlowModel on the library's tf.data pipeline, on batches from memory,
+# from memory without the step guard; TFP's model from memory through Keras fit.
+FIT_RUNS = ("pipeline", "in_memory", "in_memory_unguarded", "in_memory_tfp")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -317,6 +326,41 @@ def evaluate_nll(log_prob, batches: list[tf.Tensor], jit: bool) -> float:
 
 # -------------------------------------------------------------------------------- memory
 
+def in_bfc_process(fn, *args):
+    """`fn(*args)` in a fresh process whose CPU allocator keeps statistics.
+
+    TF keeps allocator statistics on CPU only for its BFC allocator
+    (`TF_CPU_ALLOCATOR_USE_BFC`, read when TF starts), which is not the allocator users run
+    with: the timings run under TF's default allocator, and the memory columns come from a
+    process of their own.
+    """
+    saved = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # the spawned process inherits it
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(fn, args)
+    finally:
+        if saved is None:
+            del os.environ["TF_CPU_ALLOCATOR_USE_BFC"]
+        else:
+            os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = saved
+
+
+def step_memory(flow: str, cfg) -> dict:
+    """Peak MiB of a training step of ours and of TFP's `flow` (see `step_peak_mib`)."""
+    with tempfile.TemporaryDirectory() as directory:
+        train = list(make_data(flow, cfg, directory).train.take(cfg.warmup))
+    sides = dict(zip(("ours", "theirs"), build(flow, cfg, train[0]), strict=True))
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+    peaks = {}
+    for key, side in sides.items():
+        step = train_step_fn(side.log_prob, side.variables, cfg.jit, cfg.learning_rate)
+        step(train[0]).numpy()  # the trace allocates too; measure the steady state
+        # The peak depends a little on the order the executor runs ops in; keep the worst.
+        peaks[key] = max(step_peak_mib(step, x, device) for x in train[1:])
+    return peaks
+
+
 def step_peak_mib(step, x: tf.Tensor, device: str) -> float:
     """Peak bytes a training step allocates above what is live before it, from TF's allocator.
 
@@ -401,7 +445,7 @@ class DensityModel(keras.Model):
 def fit_times(runs: dict, steps: int, rounds: int) -> dict:
     """Seconds per epoch of `steps` steps of `fit`, per round, for each compiled model and
     dataset of `runs` (name -> (model, dataset)); the runs take turns round by round, after
-    a first round that traces."""
+    a first round of two steps each that traces."""
     epoch_times = []
 
     class Timer(keras.callbacks.Callback):
@@ -414,8 +458,8 @@ def fit_times(runs: dict, steps: int, rounds: int) -> dict:
     times = collections.defaultdict(list)
     for round_ in range(rounds + 1):
         for name, (model, dataset) in runs.items():
-            model.fit(dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
-                      callbacks=[Timer()])
+            model.fit(dataset, epochs=1, steps_per_epoch=steps if round_ else 2, shuffle=False,
+                      verbose=0, callbacks=[Timer()])
             if round_ > 0:  # the first round traces
                 times[name].append(epoch_times[-1])
     return {name: np.array(t) for name, t in times.items()}
@@ -437,9 +481,15 @@ def fit_comparison(ours: Contender, theirs: Contender, pipeline: tf.data.Dataset
     # Full batches of a static size: TFP's Glow fails to reshape a batch of unknown size.
     in_memory = tf.data.Dataset.from_tensor_slices(tf.concat(batches, 0)).batch(
         int(batches[0].shape[0]), drop_remainder=True).cache().repeat()
+    # Nothing to tune in batches already in memory. With tf.data's autotuning on, epochs of
+    # either side's fit ran at one of two speeds on 2 cores, 45 or 64-85 ms per step of our
+    # Glow, by chance per epoch; off, every epoch ran at the fast one.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    in_memory = in_memory.with_options(options)
     runs = {"pipeline": (model, pipeline.repeat()), "in_memory": (model, in_memory),
             "in_memory_unguarded": (unguarded, in_memory), "in_memory_tfp": (tfp_model, in_memory)}
-    return fit_times(runs, cfg.fit_steps, cfg.fit_rounds)
+    return fit_times({name: runs[name] for name in cfg.fit_runs}, cfg.fit_steps, cfg.fit_rounds)
 
 
 def compare(flow: str, cfg) -> dict:
@@ -462,21 +512,18 @@ def compare(flow: str, cfg) -> dict:
              for k, c in sides.items()}
     floors = {k: floor_step_fn(c.conditioners, batch, cfg.jit) for k, c in sides.items()}
     samplers = {k: sample_fn(c.sample, batch, cfg.jit) for k, c in sides.items()}
-    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
     for key in sides:
         start = time.perf_counter()
         steps[key](train[0]).numpy()
         result[f"first_step_s_{key}"] = time.perf_counter() - start
         floors[key]().numpy()
         samplers[key]().numpy()
-    memory = collections.defaultdict(list)
     for x in train[1:cfg.warmup]:
         for key in sides:
-            memory[key].append(step_peak_mib(steps[key], x, device))
+            steps[key](x).numpy()
             floors[key]().numpy()
-    for key in sides:
-        # The peak depends a little on the order the executor runs ops in; keep the worst.
-        result[f"step_mem_mib_{key}"] = max(memory[key])
+    for key, peak in in_bfc_process(step_memory, flow, cfg).items():
+        result[f"step_mem_mib_{key}"] = peak
 
     times = collections.defaultdict(list)
     for round_ in range(cfg.rounds):
@@ -525,24 +572,108 @@ def compare(flow: str, cfg) -> dict:
     result["pipeline_ex_s"] = pipeline_rate(splits.train, 4 * cfg.chunk, batch)
     times = fit_comparison(ours, theirs, splits.train, train, cfg)
     fit = {name: cfg.fit_steps * batch / float(np.median(t)) for name, t in times.items()}
-    result["fit_ex_s_ours"], result["fit_in_memory_ex_s_ours"] = fit["pipeline"], fit["in_memory"]
-    result["fit_unguarded_ex_s_ours"] = fit["in_memory_unguarded"]
-    result["fit_in_memory_ex_s_theirs"] = fit["in_memory_tfp"]
+    names = {"pipeline": "fit_ex_s_ours", "in_memory": "fit_in_memory_ex_s_ours",
+             "in_memory_unguarded": "fit_unguarded_ex_s_ours",
+             "in_memory_tfp": "fit_in_memory_ex_s_theirs"}
+    result.update({names[run]: rate for run, rate in fit.items()})
     # Per-round ratios, as for the steps above: neighbouring epochs share the background load.
-    result["fit_in_memory_ex_s_ratio"] = float(np.median(times["in_memory_tfp"]
-                                                         / times["in_memory"]))
-    # The share of a step's time that the step guard takes (same batches, same weights).
-    result["step_guard_cost"] = float(np.median(times["in_memory"]
-                                                / times["in_memory_unguarded"])) - 1.0
-    result["step_guard_cost_by_round"] = (times["in_memory"] / times["in_memory_unguarded"]
-                                          - 1.0).tolist()
-    result["pipeline_headroom"] = result["pipeline_ex_s"] / result["fit_ex_s_ours"]
-    print(f"[{flow}] tf.data pipeline alone {result['pipeline_ex_s']:,.0f} ex/s, "
-          f"{result['pipeline_headroom']:.0f}x what training consumes; fit reads "
-          f"{fit['pipeline']:,.0f} ex/s from it, {fit['in_memory']:,.0f} ex/s from memory; "
-          f"the step guard costs {100 * result['step_guard_cost']:.1f}% of a step; through fit "
-          f"ours / TFP {result['fit_in_memory_ex_s_ratio']:.2f}x", flush=True)
+    if {"in_memory", "in_memory_tfp"} <= set(times):
+        result["fit_in_memory_ex_s_ratio"] = float(np.median(times["in_memory_tfp"]
+                                                             / times["in_memory"]))
+        print(f"[{flow}] through fit ours / TFP {result['fit_in_memory_ex_s_ratio']:.2f}x "
+              f"({fit['in_memory']:,.0f} / {fit['in_memory_tfp']:,.0f} ex/s)", flush=True)
+    if {"in_memory", "in_memory_unguarded"} <= set(times):
+        # The share of a step's time that the step guard takes (same batches, same weights).
+        guarded = times["in_memory"] / times["in_memory_unguarded"]
+        result["step_guard_cost"] = float(np.median(guarded)) - 1.0
+        result["step_guard_cost_by_round"] = (guarded - 1.0).tolist()
+        print(f"[{flow}] the step guard costs {100 * result['step_guard_cost']:.1f}% of a step",
+              flush=True)
+    if "pipeline" in times:
+        result["pipeline_headroom"] = result["pipeline_ex_s"] / result["fit_ex_s_ours"]
+        print(f"[{flow}] tf.data pipeline alone {result['pipeline_ex_s']:,.0f} ex/s, "
+              f"{result['pipeline_headroom']:.0f}x what fit reads from it "
+              f"({fit['pipeline']:,.0f} ex/s)", flush=True)
     return result
+
+
+# ----------------------------------------------------------------- device throughput matrix
+
+def throughput_matrix(cfg) -> dict:
+    """Our Glow's images/s through `fit` and `model.sample` for XLA off / on x float32 / mixed.
+
+    One model per cell, built under the cell's Keras dtype policy (mixed: conditioner networks
+    in 16-bit floats, variables and log-dets in float32; under mixed_float16 Keras' `compile`
+    adds dynamic loss scaling). Training: epochs of `--fit-steps` steps of `fit` from memory,
+    the first epoch traces (and compiles with XLA) and is not timed. Sampling: `model.sample`
+    of a batch inside a `tf.function` with the cell's `jit_compile`. Peak memory: the device
+    allocator's peak over the timed epochs, weights included (GPU only: on CPU TF keeps no
+    statistics under its default allocator).
+    """
+    rng = np.random.default_rng(0)
+    batch = cfg.glow_batch
+    pixels = _blob_images(8 * batch, cfg.glow_shape, rng)
+    x = pixels.astype(np.float32) + rng.uniform(size=pixels.shape).astype(np.float32)
+    data = tf.data.Dataset.from_tensor_slices(x).batch(batch, drop_remainder=True).cache()
+    rows = {}
+    for policy in ("float32", cfg.mixed_policy):
+        for jit in (False, True):
+            keras.mixed_precision.set_global_policy(policy)
+            try:
+                row = _throughput(x[:batch], data.repeat(), jit, cfg)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+            rows[f"{policy}, XLA {'on' if jit else 'off'}"] = row
+            print(f"[matrix] {policy}, XLA {'on' if jit else 'off'}: "
+                  f"train {row['train_images_s']:,.0f} images/s, sample "
+                  f"{row['sample_images_s']:,.0f} images/s, loss {row['final_loss']:.1f}",
+                  flush=True)
+    return rows
+
+
+def _throughput(first_batch: np.ndarray, data: tf.data.Dataset, jit: bool, cfg) -> dict:
+    keras.utils.set_random_seed(0)
+    model = tfp_flows.glow(cfg.glow_shape, num_scales=cfg.glow_levels, depth=cfg.glow_depth,
+                           hidden=cfg.glow_hidden, num_levels=256)
+    model.initialize_from_data(first_batch)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=jit)
+
+    def epoch() -> tuple[float, float]:
+        start = time.perf_counter()
+        history = model.fit(data, steps_per_epoch=cfg.fit_steps, epochs=1, verbose=0)
+        return time.perf_counter() - start, history.history["loss"][-1]
+
+    epoch()
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    if gpu:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    times, losses = zip(*(epoch() for _ in range(cfg.fit_rounds)), strict=True)
+    peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20 if gpu else None
+    sample = tf.function(lambda: model.sample(cfg.glow_batch, seed=1), jit_compile=jit)
+    samples = sample().numpy()
+    sample_times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        sample().numpy()
+        sample_times.append(time.perf_counter() - start)
+    return {"train_images_s": cfg.fit_steps * cfg.glow_batch / float(np.median(times)),
+            "sample_images_s": cfg.glow_batch / float(np.median(sample_times)),
+            "peak_mib": peak, "final_loss": float(losses[-1]),
+            "finite_samples": float(np.isfinite(samples).all(axis=(1, 2, 3)).mean())}
+
+
+def matrix_table(rows: dict, cfg, info: dict, date: str) -> str:
+    device = ", ".join(info["gpus"]) or f"CPU {info['cpu']}, {info['cores']} cores"
+    lines = [f"Machine: {device}; TF {info['tensorflow']}, Keras {info['keras']}. Date: {date}. "
+             f"Glow {_size('glow', cfg)}, Adam {cfg.learning_rate}, epochs of {cfg.fit_steps} "
+             f"steps.", "",
+             "| policy, XLA | train images/s (fit) | sample images/s | peak MiB | loss |",
+             "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        peak = "–" if r["peak_mib"] is None else f"{r['peak_mib']:,.0f}"
+        lines.append(f"| {name} | {r['train_images_s']:,.0f} | {r['sample_images_s']:,.0f} | "
+                     f"{peak} | {r['final_loss']:.1f} |")
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------- report
@@ -573,8 +704,13 @@ def _size(flow: str, cfg) -> str:
 
 def table(results: dict, cfg, info: dict, date: str) -> str:
     def pair(r, name, fmt):
+        if name + "_ratio" not in r:
+            return "–"
         return (f"{fmt.format(r[name + '_ours'])} / {fmt.format(r[name + '_theirs'])} "
                 f"(**{r[name + '_ratio']:.2f}x**)")
+
+    def cell(r, name, fmt):
+        return fmt.format(r[name]) if name in r else "–"
 
     device = ", ".join(info["gpus"]) or f"CPU {info['cpu']}, {info['cores']} cores"
     lines = [
@@ -597,25 +733,48 @@ def table(results: dict, cfg, info: dict, date: str) -> str:
         lines.append(
             f"| {flow} | {_size(flow, cfg)} | {params} | {pair(r, 'train_ex_s', '{:.0f}')} | "
             f"{pair(r, 'sample_ex_s', '{:.0f}')} | {nll} | {pair(r, 'step_mem_mib', '{:.1f}')} "
-            f"| {pair(r, 'overhead', '{:.2f}')} | {r['fit_ex_s_ours']:.0f} / "
-            f"{r['fit_in_memory_ex_s_ours']:.0f} | {r['pipeline_ex_s']:.0f} "
-            f"| {100 * r['step_guard_cost']:.1f}% | {pair(r, 'fit_in_memory_ex_s', '{:.0f}')} |")
+            f"| {pair(r, 'overhead', '{:.2f}')} | {cell(r, 'fit_ex_s_ours', '{:.0f}')} / "
+            f"{cell(r, 'fit_in_memory_ex_s_ours', '{:.0f}')} | {r['pipeline_ex_s']:.0f} "
+            f"| {cell(r, 'step_guard_cost', '{:.1%}')} "
+            f"| {pair(r, 'fit_in_memory_ex_s', '{:.0f}')} |")
     return "\n".join(lines)
+
+
+# Glow sizes: the CPU comparison's matched size, and the Glow paper's CIFAR-10 model on a GPU.
+GLOW_DEFAULTS = {
+    "cpu": {"shape": (16, 16, 3), "levels": 2, "depth": 4, "hidden": 64, "batch": 32},
+    "gpu": {"shape": (32, 32, 3), "levels": 3, "depth": 32, "hidden": 512, "batch": 64},
+}
 
 
 def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(d) for d in text.split(","))
 
 
+def _depths(text: str) -> tuple[int, ...]:
+    depths = _shape(text) if text else ()
+    if len(depths) not in (0, 2):
+        raise argparse.ArgumentTypeError(f"expected two depths or '', got {text!r}")
+    return depths
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--flows", default=",".join(FLOWS),
                         help="comma-separated subset of glow,realnvp,maf")
-    parser.add_argument("--glow-shape", type=_shape, default=(16, 16, 3))
-    parser.add_argument("--glow-levels", type=int, default=2)
-    parser.add_argument("--glow-depth", type=int, default=4)
-    parser.add_argument("--glow-hidden", type=int, default=128)
-    parser.add_argument("--glow-batch", type=int, default=32)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: ours against TFP; gpu: our Glow's throughput matrix (XLA "
+                             "off/on x float32/mixed precision) at the paper's CIFAR-10 size")
+    parser.add_argument("--matrix", action="store_true",
+                        help="run the throughput matrix on this machine's device")
+    parser.add_argument("--mixed-policy", default=None,
+                        help="the matrix's mixed precision policy (default: mixed_float16 on "
+                             "a GPU, mixed_bfloat16 on CPU)")
+    for flag, kind in (("shape", _shape), ("levels", int), ("depth", int), ("hidden", int),
+                       ("batch", int)):
+        parser.add_argument(f"--glow-{flag}", type=kind, default=None,
+                            help=f"default {GLOW_DEFAULTS['cpu'][flag]} (cpu), "
+                                 f"{GLOW_DEFAULTS['gpu'][flag]} (gpu)")
     parser.add_argument("--dim", type=int, default=16, help="vector flows: data dimension")
     parser.add_argument("--couplings", type=int, default=6, help="RealNVP couplings")
     parser.add_argument("--maf-layers", type=int, default=5)
@@ -633,16 +792,32 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="steps per epoch of the fit timings")
     parser.add_argument("--fit-rounds", type=int, default=5,
                         help="timed fit epochs per model, after one that traces")
+    parser.add_argument("--fit-runs", default=",".join(FIT_RUNS),
+                        help=f"which fit timings to take, a subset of {','.join(FIT_RUNS)}")
     parser.add_argument("--steps-per-execution", type=int, default=1,
                         help="for the fit timings (Keras' default is 1)")
-    parser.add_argument("--reversible-depths", type=_shape, default=(8, 32),
-                        help="two Glow depths for the reversible-gradient memory check")
+    parser.add_argument("--reversible-depths", type=_depths, default=(8, 32),
+                        help="two Glow depths for the reversible-gradient memory check "
+                             "('' skips it)")
     parser.add_argument("--out", default=None, help="results JSON path")
     cfg = parser.parse_args(argv)
     cfg.flows = [f for f in cfg.flows.split(",") if f]
+    gpus = tf.config.list_physical_devices("GPU")
+    if cfg.device == "gpu" and not gpus:
+        parser.error("--device gpu needs a GPU, and TensorFlow sees none on this machine.")
+    cfg.matrix = cfg.matrix or cfg.device == "gpu"
+    for flag, value in GLOW_DEFAULTS[cfg.device].items():
+        if getattr(cfg, f"glow_{flag}") is None:
+            setattr(cfg, f"glow_{flag}", value)
+    if cfg.mixed_policy is None:
+        cfg.mixed_policy = "mixed_float16" if gpus else "mixed_bfloat16"
     unknown = set(cfg.flows) - set(FLOWS)
     if unknown:
         parser.error(f"unknown flows {sorted(unknown)}; choose from {FLOWS}")
+    cfg.fit_runs = [r for r in cfg.fit_runs.split(",") if r]
+    if set(cfg.fit_runs) - set(FIT_RUNS):
+        parser.error(f"unknown fit runs {sorted(set(cfg.fit_runs) - set(FIT_RUNS))}; choose "
+                     f"from {FIT_RUNS}")
     if cfg.warmup < 2 or cfg.rounds < 1 or cfg.chunk < 1:
         parser.error("need --warmup >= 2 (the first step traces, the others measure memory) "
                      "and --rounds, --chunk >= 1")
@@ -657,14 +832,23 @@ def main(argv: list[str] | None = None) -> dict:
     tf.get_logger().setLevel("ERROR")
     info = machine()
     date = datetime.date.today().isoformat()
+    device = "gpu" if info["gpus"] else "cpu"
+    if cfg.matrix:
+        rows = throughput_matrix(cfg)
+        report = matrix_table(rows, cfg, info, date)
+        print()
+        print(report)
+        return _write(cfg.out or os.path.join(RESULTS_DIR, f"{date}-{device}-matrix.json"),
+                      {"date": date, "machine": info, "config": _config(cfg), "results": rows,
+                       "table": report})
     results = {}
     for flow in cfg.flows:
         start = time.perf_counter()
         results[flow] = compare(flow, cfg)
         print(f"[{flow}] done in {time.perf_counter() - start:.0f} s", flush=True)
     report = table(results, cfg, info, date)
-    if "glow" in cfg.flows:
-        results["reversible_memory"] = reversible_memory(cfg)
+    if "glow" in cfg.flows and cfg.reversible_depths:
+        results["reversible_memory"] = in_bfc_process(reversible_memory, cfg)
         memory = results["reversible_memory"]
         report += "\n\n| Glow step peak MiB | " + " | ".join(
             f"depth {d}" for d in cfg.reversible_depths) + " | deep / shallow |\n|---|---|---|---|"
@@ -674,15 +858,21 @@ def main(argv: list[str] | None = None) -> dict:
                 + f" | {memory['deep_over_shallow'][kind]:.2f}x |")
     print()
     print(report)
-    device = "gpu" if info["gpus"] else "cpu"
     out = cfg.out or os.path.join(RESULTS_DIR, f"{date}-{device}{'-jit' if cfg.jit else ''}.json")
+    return _write(out, {"date": date, "machine": info, "config": _config(cfg),
+                        "results": results, "table": report})
+
+
+def _config(cfg) -> dict:
+    return {k: v for k, v in vars(cfg).items() if k != "out"}
+
+
+def _write(out: str, report: dict) -> dict:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    config = {k: v for k, v in vars(cfg).items() if k != "out"}
     with open(out, "w") as handle:
-        json.dump({"date": date, "machine": info, "config": config, "results": results,
-                   "table": report}, handle, indent=2, default=float)
+        json.dump(report, handle, indent=2, default=float)
     print(f"\nwrote {out}")
-    return results
+    return report["results"]
 
 
 if __name__ == "__main__":
