@@ -1,11 +1,10 @@
 """ConvNet, Glow's coupling conditioner and split prior."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_flows.nets import ConvNet, PointwiseConv2D
+from tfp_flows.nets import ConvNet
 
 
 @pytest.mark.parametrize("num_hidden", [0, 1, 2])
@@ -24,27 +23,3 @@ def test_output_is_zero_at_initialisation():
     net = ConvNet(4, hidden_channels=8)
     x = np.random.default_rng(0).normal(size=(2, 4, 4, 2)).astype("float32")
     np.testing.assert_array_equal(net(x), np.zeros([2, 4, 4, 4]))
-
-
-def test_pointwise_conv_is_a_1x1_convolution():
-    """Same weights as Conv2D(filters, 1): same outputs and gradients, and a config round trip."""
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.normal(size=(3, 5, 4, 6)).astype("float32"))
-    conv = keras.layers.Conv2D(7, 1, activation="relu")
-    pointwise = PointwiseConv2D(7, activation="relu")
-    conv.build(x.shape)
-    pointwise.build(x.shape)
-    pointwise.set_weights([rng.normal(size=w.shape).astype("float32") for w in conv.weights])
-    conv.set_weights(pointwise.get_weights())
-    results = []
-    for layer in (conv, pointwise):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y * tf.range(7, dtype=tf.float32))
-        results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
-    for expected, got in zip(*results, strict=True):
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    assert float(tf.reduce_max(tf.abs(results[0][0]))) > 0  # not all clipped by the ReLU
-    clone = PointwiseConv2D.from_config(pointwise.get_config())
-    assert clone.kernel_size == (1, 1) and clone.filters == 7
