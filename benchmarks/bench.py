@@ -332,8 +332,11 @@ def in_bfc_process(fn, *args):
     TF keeps allocator statistics on CPU only for its BFC allocator
     (`TF_CPU_ALLOCATOR_USE_BFC`, read when TF starts), which is not the allocator users run
     with: the timings run under TF's default allocator, and the memory columns come from a
-    process of their own.
+    process of their own. A GPU's allocator keeps statistics anyway, and a second process
+    would find the GPU's memory taken by this one: there `fn` runs here.
     """
+    if tf.config.list_logical_devices("GPU"):
+        return fn(*args)
     saved = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")
     os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"  # the spawned process inherits it
     try:
@@ -481,9 +484,9 @@ def fit_comparison(ours: Contender, theirs: Contender, pipeline: tf.data.Dataset
     # Full batches of a static size: TFP's Glow fails to reshape a batch of unknown size.
     in_memory = tf.data.Dataset.from_tensor_slices(tf.concat(batches, 0)).batch(
         int(batches[0].shape[0]), drop_remainder=True).cache().repeat()
-    # Nothing to tune in batches already in memory. With tf.data's autotuning on, epochs of
-    # either side's fit ran at one of two speeds on 2 cores, 45 or 64-85 ms per step of our
-    # Glow, by chance per epoch; off, every epoch ran at the fast one.
+    # Nothing to tune in batches already in memory. With tf.data's autotuning on, whole epochs
+    # of either side's fit ran at one of two speeds on 2 cores, by chance per epoch; off,
+    # every epoch ran at the fast one.
     options = tf.data.Options()
     options.autotune.enabled = False
     in_memory = in_memory.with_options(options)
@@ -605,7 +608,7 @@ def throughput_matrix(cfg) -> dict:
     One model per cell, built under the cell's Keras dtype policy (mixed: conditioner networks
     in 16-bit floats, variables and log-dets in float32; under mixed_float16 Keras' `compile`
     adds dynamic loss scaling). Training: epochs of `--fit-steps` steps of `fit` from memory,
-    the first epoch traces (and compiles with XLA) and is not timed. Sampling: `model.sample`
+    after two untimed steps that trace (and compile with XLA). Sampling: `model.sample`
     of a batch inside a `tf.function` with the cell's `jit_compile`. Peak memory: the device
     allocator's peak over the timed epochs, weights included (GPU only: on CPU TF keeps no
     statistics under its default allocator).
@@ -638,16 +641,16 @@ def _throughput(first_batch: np.ndarray, data: tf.data.Dataset, jit: bool, cfg) 
     model.initialize_from_data(first_batch)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=jit)
 
-    def epoch() -> tuple[float, float]:
+    def epoch(steps: int) -> tuple[float, float]:
         start = time.perf_counter()
-        history = model.fit(data, steps_per_epoch=cfg.fit_steps, epochs=1, verbose=0)
+        history = model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
         return time.perf_counter() - start, history.history["loss"][-1]
 
-    epoch()
+    epoch(2)
     gpu = bool(tf.config.list_logical_devices("GPU"))
     if gpu:
         tf.config.experimental.reset_memory_stats("GPU:0")
-    times, losses = zip(*(epoch() for _ in range(cfg.fit_rounds)), strict=True)
+    times, losses = zip(*(epoch(cfg.fit_steps) for _ in range(cfg.fit_rounds)), strict=True)
     peak = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20 if gpu else None
     sample = tf.function(lambda: model.sample(cfg.glow_batch, seed=1), jit_compile=jit)
     samples = sample().numpy()

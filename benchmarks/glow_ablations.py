@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
+from benchmarks import bench
 from tfp_flows.bijectors import ActNorm, InvertibleConv1x1, Squeeze, lu_factors
 
 SIZES = {"16x16x3": ((16, 16, 3), 2, 4, 64), "32x32x3": ((32, 32, 3), 3, 8, 256)}
@@ -87,18 +88,9 @@ def _glow(size: str):
 
 
 def _train_step(model, x):
-    variables = model.trainable_variables
-    optimizer = keras.optimizers.Adam(1e-4)
-    optimizer.build(variables)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_prob(x))
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    return step
+    """The benchmark's training step (GradientTape + Keras Adam) on the batch `x`."""
+    step = bench.train_step_fn(model.log_prob, model.trainable_variables, False, 1e-4)
+    return lambda: step(x)
 
 
 def pointwise_conv(size: str, calls: int, rounds: int) -> dict:
