@@ -821,9 +821,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if set(cfg.fit_runs) - set(FIT_RUNS):
         parser.error(f"unknown fit runs {sorted(set(cfg.fit_runs) - set(FIT_RUNS))}; choose "
                      f"from {FIT_RUNS}")
-    if cfg.warmup < 2 or cfg.rounds < 1 or cfg.chunk < 1:
+    if cfg.warmup < 2 or min(cfg.rounds, cfg.chunk, cfg.fit_steps, cfg.fit_rounds) < 1:
         parser.error("need --warmup >= 2 (the first step traces, the others measure memory) "
-                     "and --rounds, --chunk >= 1")
+                     "and --rounds, --chunk, --fit-steps, --fit-rounds >= 1")
     return cfg
 
 

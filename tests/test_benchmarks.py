@@ -28,3 +28,12 @@ def test_gpu_device_is_refused_without_a_gpu(capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(["--device", "gpu"])
     assert "--device gpu needs a GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--fit-rounds", "0"], ["--fit-steps", "-1"],
+                                  ["--fit-runs", "in_memory,bogus"],
+                                  ["--reversible-depths", "8"]])
+def test_bad_flags_are_refused_by_name(argv, capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+    assert argv[0] in capsys.readouterr().err
