@@ -25,23 +25,34 @@ class ConvNet(ZeroInitStack):
         num_hidden: number of hidden convolutions; the first is 3x3, the others 1x1.
         context_size: size K of a context vector, repeated at every pixel and concatenated
             to the input channels (0: none).
+        copies: None for one network, or K for K networks with stacked weights, called as
+            `net(x, copy=k)` (see `ZeroInitStack`).
     """
 
     event_rank = 3
+    output_name = "zero_conv"
 
     def __init__(self, output_channels: int, hidden_channels: int = 512, num_hidden: int = 2,
-                 context_size: int = 0, **kwargs):
-        super().__init__(context_size=context_size, **kwargs)
+                 context_size: int = 0, copies: int | None = None, **kwargs):
+        super().__init__(context_size=context_size, copies=copies, **kwargs)
         self.output_channels = output_channels
         self.hidden_channels = hidden_channels
         self.num_hidden = num_hidden
-        self.hidden = [
-            keras.layers.Conv2D(hidden_channels, 3 if i == 0 else 1, padding="same",
-                                activation="relu", name=f"hidden_{i}")
-            for i in range(num_hidden)
-        ]
-        self.out = keras.layers.Conv2D(output_channels, 3, padding="same",
-                                       kernel_initializer="zeros", name="zero_conv")
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return (self.hidden_channels,) * self.num_hidden
+
+    @property
+    def output_size(self) -> int:
+        return self.output_channels
+
+    def kernel_shape(self, index: int, fan_in: int, fan_out: int) -> tuple[int, ...]:
+        size = 3 if index in (0, self.num_hidden) else 1
+        return (size, size, fan_in, fan_out)
+
+    def linear(self, x, kernel):
+        return keras.ops.conv(x, kernel, padding="same")
 
     def get_config(self):
         return {**super().get_config(), "output_channels": self.output_channels,

@@ -22,19 +22,33 @@ class MLP(ZeroInitStack):
         hidden_units: widths of the hidden layers.
         activation: activation of the hidden layers.
         context_size: size K of a context vector concatenated to the input (0: none).
+        copies: None for one network, or K for K networks with stacked weights, called as
+            `net(x, copy=k)` (see `ZeroInitStack`).
     """
 
     event_rank = 1
+    output_name = "zero_dense"
 
     def __init__(self, output_dim: int, hidden_units=(256, 256), activation: str = "relu",
-                 context_size: int = 0, **kwargs):
-        super().__init__(context_size=context_size, **kwargs)
+                 context_size: int = 0, copies: int | None = None, **kwargs):
+        super().__init__(context_size=context_size, copies=copies, **kwargs)
         self.output_dim = output_dim
         self.hidden_units = tuple(hidden_units)
         self.activation = activation
-        self.hidden = [keras.layers.Dense(units, activation=activation, name=f"hidden_{i}")
-                       for i, units in enumerate(self.hidden_units)]
-        self.out = keras.layers.Dense(output_dim, kernel_initializer="zeros", name="zero_dense")
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        return self.hidden_units
+
+    @property
+    def output_size(self) -> int:
+        return self.output_dim
+
+    def kernel_shape(self, index: int, fan_in: int, fan_out: int) -> tuple[int, ...]:
+        return (fan_in, fan_out)
+
+    def linear(self, x, kernel):
+        return keras.ops.matmul(x, kernel)
 
     def get_config(self):
         return {**super().get_config(), "output_dim": self.output_dim,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 __all__ = ["ZeroInitStack", "broadcast_context"]
 
@@ -22,43 +23,101 @@ def broadcast_context(context, inputs, event_rank: int):
     return ops.broadcast_to(context, (*shape[:-1], ops.shape(context)[-1]))
 
 
-class ZeroInitStack(keras.layers.Layer):
-    """Applies `self.hidden` in order, then `self.out`, whose weights start at zero.
+def _per_copy(initializer, copies: int | None):
+    """`initializer` drawn independently for each copy of a stacked weight."""
+    if copies is None:
+        return initializer
 
-    Subclasses create the layers in `__init__` and set `event_rank` (1 for vectors, 3 for
-    images). With `context_size > 0` the layer is called as `layer(x, context)` and the
-    context, broadcast over the positions, is concatenated to the input on the last axis:
-    the conditioning of the published conditional flows. The zero output layer makes every
-    coupling start as the identity, which Glow found essential for training deep flows.
+    def initialize(shape, dtype=None):
+        return keras.ops.stack([initializer(shape[1:], dtype) for _ in range(copies)])
+
+    return initialize
+
+
+class ZeroInitStack(keras.layers.Layer):
+    """Hidden layers with an activation, then an output layer whose weights start at zero.
+
+    Subclasses set `event_rank` (1 for vectors, 3 for images), `output_name`, and define
+    `hidden_sizes`, `output_size`, `kernel_shape(index, fan_in, fan_out)` and
+    `linear(x, kernel)`; every layer is `activation(linear(x, kernel) + bias)`, the output
+    layer without the activation. The zero output layer makes every coupling start as the
+    identity, which Glow found essential for training deep flows.
+
+    With `context_size > 0` the layer is called as `layer(x, context)` and the context,
+    broadcast over the positions, is concatenated to the input on the last axis: the
+    conditioning of the published conditional flows.
+
+    With `copies=K` the layer holds K independent networks whose weights are stacked on a
+    leading axis: one variable per kind of weight for all K, so an optimizer updates a few
+    large variables instead of many small ones. Copy k is `layer(x, context, copy=k)`; its
+    weights are read as rows of the stacked variables on each call.
     """
 
-    hidden: list
-    out: keras.layers.Layer
     event_rank: int
+    output_name: str
+    activation = "relu"
 
-    def __init__(self, context_size: int = 0, **kwargs):
+    def __init__(self, context_size: int = 0, copies: int | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 0:
             raise ValueError(f"context_size must be an integer >= 0, got {context_size!r}.")
+        if copies is not None and (isinstance(copies, bool) or not isinstance(copies, int)
+                                   or copies < 1):
+            raise ValueError(f"copies must be None or an integer >= 1, got {copies!r}.")
         self.context_size = context_size
+        self.copies = copies
+
+    @property
+    def hidden_sizes(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def output_size(self) -> int:
+        raise NotImplementedError
+
+    def kernel_shape(self, index: int, fan_in: int, fan_out: int) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def linear(self, x, kernel):
+        raise NotImplementedError
 
     def build(self, input_shape):
-        # Without this, Keras' `build`/`build_from_config` marks the layer built with no weights.
-        input_shape = (*input_shape[:-1], input_shape[-1] + self.context_size)
-        for layer in self.hidden:
-            layer.build(input_shape)
-            input_shape = layer.compute_output_shape(input_shape)
-        self.out.build(input_shape)
+        fan_in = input_shape[-1] + self.context_size
+        sizes = [*self.hidden_sizes, self.output_size]
+        stack = () if self.copies is None else (self.copies,)
+        self.kernels, self.biases = [], []
+        for index, fan_out in enumerate(sizes):
+            last = index == len(sizes) - 1
+            name = self.output_name if last else f"hidden_{index}"
+            initializer = ("zeros" if last else
+                           _per_copy(keras.initializers.GlorotUniform(), self.copies))
+            self.kernels.append(self.add_weight(
+                shape=(*stack, *self.kernel_shape(index, fan_in, fan_out)),
+                initializer=initializer, name=f"{name}_kernel"))
+            self.biases.append(self.add_weight(shape=(*stack, fan_out), initializer="zeros",
+                                               name=f"{name}_bias"))
+            fan_in = fan_out
 
-    def call(self, x, context=None):
+    def call(self, x, context=None, copy=None):
         if (context is None) != (self.context_size == 0):
             raise ValueError(f"{self.name} takes a context of size {self.context_size}; "
                              f"got {'none' if context is None else 'one'}.")
+        if (copy is None) != (self.copies is None):
+            raise ValueError(f"{self.name} holds {self.copies or 'no'} stacked copies; got "
+                             f"copy={copy!r}.")
+        if copy is not None and not 0 <= copy < self.copies:
+            raise ValueError(f"{self.name} holds copies 0 to {self.copies - 1}; got copy={copy}.")
         if context is not None:
             x = keras.ops.concatenate([x, broadcast_context(context, x, self.event_rank)], -1)
-        for layer in self.hidden:
-            x = layer(x)
-        return self.out(x)
+        activation = keras.activations.get(self.activation)
+        last = len(self.kernels) - 1
+        for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
+            if copy is not None:
+                kernel, bias = keras.ops.take(kernel, copy, 0), keras.ops.take(bias, copy, 0)
+            x = tf.nn.bias_add(self.linear(x, kernel), bias)
+            if index < last:
+                x = activation(x)
+        return x
 
     def get_config(self):
-        return {**super().get_config(), "context_size": self.context_size}
+        return {**super().get_config(), "context_size": self.context_size, "copies": self.copies}
