@@ -47,6 +47,7 @@ import argparse
 import collections
 import dataclasses
 import datetime
+import functools
 import json
 import multiprocessing
 import os
@@ -147,9 +148,15 @@ def make_data(flow: str, cfg: argparse.Namespace, directory: str) -> datasets.Sp
 # ------------------------------------------------------------------------------ builders
 
 def conditioner_inputs(model) -> list[tuple]:
-    """(conditioner, the input shape it was built for) for every network of our flow."""
-    return [(net, tuple(net.get_build_config()["input_shape"][1:]))
-            for net in model.flow.conditioners]
+    """(conditioner, the input shape it was built for) for every network of our flow; each
+    copy of a stacked network (the steps of a Glow level) is a conditioner of its own."""
+    nets = []
+    for net in model.flow.conditioners:
+        shape = tuple(net.get_build_config()["input_shape"][1:])
+        copies = getattr(net, "copies", None)
+        nets += ([(net, shape)] if copies is None else
+                 [(functools.partial(net, copy=k), shape) for k in range(copies)])
+    return nets
 
 
 def build_glow(cfg) -> tuple[Contender, Contender]:

@@ -10,9 +10,11 @@ in one `tf.function`) of the same model:
 - `pointwise_conv`: the conditioners' 1x1 convolution as one matmul over the channel axis
   against TF's convolution op (what the library does), same weights: whole training steps,
   the two variants taking turns in one process.
-- `stacked_variables`: Adam's update over the model's variables as they are (one variable per
-  ActNorm / 1x1-conv parameter per step) against the same sizes with each level's ActNorm and
-  1x1-conv parameters stacked into one variable per kind (fewer, larger updates).
+- `stacked_variables`: Adam's update over the model's variables as the library keeps them
+  (each level's step parameters stacked, one variable per kind, `GlowSteps`) against the same
+  sizes as one variable per kind per step (what the library kept before): the update is
+  the part of the step that this changes; reading rows and densifying their gradients is
+  in the step time of `benchmarks.bench`.
 - `fold_actnorm`: the ActNorm and invertible 1x1 convolution bijectors of one step (inverse,
   log-dets and gradient) against a single folded affine map x @ M^T + b with the log-dets
   added once, times the number of steps at each level.
@@ -39,6 +41,8 @@ import tensorflow as tf
 import tfp_flows
 from benchmarks import bench
 from tfp_flows.bijectors import ActNorm, InvertibleConv1x1, Squeeze, lu_factors
+from tfp_flows.nets import ConvNet
+from tfp_flows.steps import GlowSteps
 
 SIZES = {"16x16x3": ((16, 16, 3), 2, 4, 64), "32x32x3": ((32, 32, 3), 3, 8, 256)}
 BATCH = 32
@@ -61,19 +65,20 @@ def _median_ms(fns: dict, calls: int, rounds: int) -> dict:
 
 @contextlib.contextmanager
 def _matmul_1x1():
-    """Keras' Conv2D with a 1x1 kernel computed as a matmul (same weights, same function)."""
-    native = keras.layers.Conv2D.convolution_op
+    """ConvNet's convolutions with a 1x1 kernel computed as a matmul (same weights, same
+    function)."""
+    native = ConvNet.linear
 
-    def convolution_op(layer, inputs, kernel):
+    def linear(net, x, kernel):
         if tuple(kernel.shape[:2]) != (1, 1):
-            return native(layer, inputs, kernel)
-        return keras.ops.tensordot(inputs, keras.ops.reshape(kernel, kernel.shape[2:]), axes=1)
+            return native(net, x, kernel)
+        return keras.ops.tensordot(x, keras.ops.reshape(kernel, kernel.shape[2:]), axes=1)
 
-    keras.layers.Conv2D.convolution_op = convolution_op
+    ConvNet.linear = linear
     try:
         yield
     finally:
-        keras.layers.Conv2D.convolution_op = native
+        ConvNet.linear = native
 
 
 def _glow(size: str):
@@ -105,18 +110,14 @@ def pointwise_conv(size: str, calls: int, rounds: int) -> dict:
             "saving_ms": ms["conv_op"] - ms["matmul"]}
 
 
-def _stacked_shapes(model) -> tuple[list, list]:
-    """The model's trainable shapes, and the same with each level's ActNorm / 1x1-conv
-    parameters stacked into one variable per kind (a level's steps share their shapes)."""
-    plain, others, stacked = [], [], {}
-    for v in model.trainable_variables:
-        kind, shape = v.path.split("/")[-1], tuple(v.shape)
-        plain.append(shape)
-        if kind.startswith(("actnorm_", "conv1x1_")):
-            stacked.setdefault((kind, shape), []).append(shape)
-        else:
-            others.append(shape)
-    return plain, others + [(len(shapes), *shapes[0]) for shapes in stacked.values()]
+def _per_step_shapes(model) -> tuple[list, list]:
+    """The model's trainable shapes as one variable per kind per step, and as the library
+    keeps them (the steps of a level stacked on a leading axis)."""
+    stacked = {id(v): v for layer in model.flow._flatten_layers()
+               if isinstance(layer, GlowSteps) for v in layer.trainable_weights}
+    others = [tuple(v.shape) for v in model.trainable_variables if id(v) not in stacked]
+    per_step = [tuple(v.shape[1:]) for v in stacked.values() for _ in range(v.shape[0])]
+    return per_step + others, [tuple(v.shape) for v in stacked.values()] + others
 
 
 def _adam_update(optimizer, gradients, variables):
@@ -132,7 +133,7 @@ def stacked_variables(size: str, calls: int, rounds: int) -> dict:
     model, _ = _glow(size)
     rng = np.random.default_rng(0)
     fns, counts = {}, {}
-    for name, shapes in zip(("per_step", "stacked"), _stacked_shapes(model), strict=True):
+    for name, shapes in zip(("per_step", "stacked"), _per_step_shapes(model), strict=True):
         variables = [keras.Variable(rng.normal(size=s).astype("float32")) for s in shapes]
         gradients = [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
         optimizer = keras.optimizers.Adam(1e-4)

@@ -412,7 +412,10 @@ class FlowModel(keras.Model):
             # gradients, so the per-replica loss is divided by N to get the global mean.
             scaled = loss / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, loss.dtype)
             scaled = self.optimizer.scale_loss(scaled)
-        gradients = tape.gradient(scaled, self.trainable_variables)
+        # Stacked weights read row by row (`GlowSteps`) get sparse gradients; one dense update
+        # each is what the optimizer and the guard want.
+        gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                     for g in tape.gradient(scaled, self.trainable_variables)]
         # Every op of the update, the iteration count's increment included, waits for the guard.
         with tf.control_dependencies([self._step_guard(loss, gradients)]):
             self.optimizer.apply([tf.identity(g) for g in gradients], self.trainable_variables)

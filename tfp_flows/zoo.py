@@ -29,7 +29,7 @@ from tfp_flows.steps import (
     AutoregressiveStep,
     ConditionalPrior,
     CouplingStep,
-    GlowStep,
+    GlowSteps,
     ScaleLevel,
     ScalingStep,
 )
@@ -442,26 +442,26 @@ class Glow(Flow):
         self.hidden = _integer("hidden", hidden)
         self.lu = _boolean("lu", lu)
         rank = len(self.event_shape)
-        options = {"event_rank": rank, "hidden": self.hidden, "lu": self.lu,
-                   "context_size": self.context_size}
+        options = {"hidden": self.hidden, "lu": self.lu, "context_size": self.context_size}
         channels = self.event_shape[-1]
         if not self.is_image:
             self._reject_ignored({"num_scales": num_scales, "split_prior": split_prior},
                                  "images")
             self.num_scales, self.split_prior = None, None
-            self.steps = [GlowStep(coupling, channels, name=f"step{i}", **options)
-                          for i in range(self.depth)]
+            self.steps = [GlowSteps(coupling, self.event_shape, self.depth, name="steps",
+                                    **options)]
             self.steps += self._top_prior(channels, rank)
             return
         self.num_scales = _integer("num_scales", 3 if num_scales is None else num_scales)
         self.split_prior = _boolean("split_prior", True if split_prior is None else split_prior)
         _check_image(self.event_shape, "Glow", self.num_scales)
         self.steps = []
+        height, width = self.event_shape[:2]
         for scale in range(self.num_scales):
-            channels *= 4
+            height, width, channels = height // 2, width // 2, channels * 4
             last = scale == self.num_scales - 1
-            steps = [GlowStep(coupling, channels, name=f"scale{scale}_step{i}", **options)
-                     for i in range(self.depth)]
+            steps = [GlowSteps(coupling, (height, width, channels), self.depth,
+                               name=f"scale{scale}_steps", **options)]
             if last:
                 steps += self._top_prior(channels, rank)
             prior = None

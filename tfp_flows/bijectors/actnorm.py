@@ -32,8 +32,9 @@ class ActNorm(tfb.Bijector):
         inverse:  z = (x - loc) * exp(-log_scale)
         log|det J_forward| = (number of positions per channel) * sum(log_scale)
 
-    The parameters are read on every call, so passing Keras or TF variables makes this a
-    stateless view over them.
+    The parameters are read on every call, so passing Keras or TF variables (or anything that
+    converts to a tensor when read and has `assign`, such as a row of a stacked variable)
+    makes this a stateless view over them.
 
     Data-dependent initialisation is a mode of building the bijector: with `initialize=True`
     the inverse first sets `loc` and `log_scale` from the statistics of its input, so that its
@@ -94,12 +95,12 @@ class ActNorm(tfb.Bijector):
         return z * tf.exp(tf.cast(self._log_scale, z.dtype)) + loc
 
     def _inverse(self, x):
-        if self._initialize:
-            self._initialize_from(x)
-        loc = tf.cast(self._loc, x.dtype)
-        return (x - loc) * tf.exp(-tf.cast(self._log_scale, x.dtype))
+        loc, log_scale = (self._initialize_from(x) if self._initialize
+                          else (self._loc, self._log_scale))
+        return (x - tf.cast(loc, x.dtype)) * tf.exp(-tf.cast(log_scale, x.dtype))
 
-    def _initialize_from(self, x: tf.Tensor) -> None:
+    def _initialize_from(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Assigns `loc` and `log_scale` from the statistics of `x`; returns the new values."""
         axes = list(range(x.shape.rank - 1))
         mean, variance = _global_moments(x, axes)
         loc = tf.cast(mean, self._loc.dtype)
@@ -112,6 +113,7 @@ class ActNorm(tfb.Bijector):
         with tf.control_dependencies([finite]):
             self._loc.assign(loc)
             self._log_scale.assign(log_scale)
+        return loc, log_scale
 
     def _forward_log_det_jacobian(self, z):
         log_scale = tf.cast(self._log_scale, z.dtype)
