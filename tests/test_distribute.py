@@ -116,7 +116,8 @@ def test_actnorm_initialisation_is_all_reduced(strategy):
             np.testing.assert_allclose(replica.numpy(), single.weights[i].numpy(), rtol=1e-5,
                                        atol=1e-6, err_msg=single.weights[i].path)
     # Those are the statistics of the global batch, which differ from either replica's half.
-    loc, log_scale = (mirrored.weights[i].numpy() for i in actnorm[:2])
+    # Row 0 of the first level's stacked ActNorm variables: the flow's first step.
+    loc, log_scale = (mirrored.weights[i].numpy()[0] for i in actnorm[:2])
     np.testing.assert_allclose(np.stack([loc, log_scale]),
                                np.stack(_first_actnorm_statistics(x)), rtol=1e-4, atol=1e-5)
     for half in (x[:GLOBAL_BATCH // 2], x[GLOBAL_BATCH // 2:]):
