@@ -10,6 +10,19 @@ from tfp_flows.bijectors.one_pass import OnePassBijector
 __all__ = ["ReversibleChain"]
 
 
+def _sum(gradients: list, variable) -> tf.Tensor:
+    """The dense sum of a variable's gradients, some of them rows (`tf.IndexedSlices`)."""
+    if not gradients:
+        return tf.zeros_like(variable)
+    rows = [g for g in gradients if isinstance(g, tf.IndexedSlices)]
+    dense = [g for g in gradients if not isinstance(g, tf.IndexedSlices)]
+    if rows:
+        dense.append(tf.convert_to_tensor(tf.IndexedSlices(
+            tf.concat([g.values for g in rows], 0), tf.concat([g.indices for g in rows], 0),
+            rows[0].dense_shape)))
+    return tf.add_n(dense)
+
+
 class ReversibleChain(OnePassBijector):
     """`tfb.Chain` with memory-saving gradients.
 
@@ -71,7 +84,9 @@ class ReversibleChain(OnePassBijector):
 
             def backward(grad_y, grad_log_det, variables=None):
                 variables = list(variables or [])
-                grad_variables = [tf.zeros_like(v) for v in variables]
+                # Each layer's gradient for each variable; summed once at the end, so that
+                # rows of a stacked variable (sparse gradients) are not made dense per layer.
+                grad_variables = [[] for _ in variables]
                 out, grad_out = y, grad_y
                 for bijector in reversed(order):
                     # Rebuild the layer's input from its output; a fresh tensor keeps TFP's
@@ -87,13 +102,14 @@ class ReversibleChain(OnePassBijector):
                                                           batch_zeros)
                     grads = tape.gradient(
                         [recomputed, log_det], [h_in, *variables],
-                        output_gradients=[grad_out, grad_log_det],
-                        unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                        output_gradients=[grad_out, grad_log_det])
                     grad_out = grads[0]
-                    grad_variables = [a + b for a, b in zip(grad_variables, grads[1:],
-                                                              strict=True)]
+                    for total, grad in zip(grad_variables, grads[1:], strict=True):
+                        if grad is not None:
+                            total.append(grad)
                     out = h_in
-                return grad_out, grad_variables
+                return grad_out, [_sum(grads, v) for grads, v in zip(grad_variables, variables,
+                                                                     strict=True)]
 
             return (y, total), backward
 
