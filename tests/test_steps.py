@@ -116,8 +116,9 @@ def test_a_stacked_network_must_be_called_with_a_copy():
     assert net(x, copy=1).shape == [1, 4, 4, 4]
     with pytest.raises(ValueError, match="2 stacked copies; got copy=None"):
         net(x)
-    with pytest.raises(ValueError, match="copies 0 to 1; got copy=2"):
-        net(x, copy=2)
+    for bad in (2, -1, True, 0.5):
+        with pytest.raises(ValueError, match=f"copies 0 to 1; got copy={bad}"):
+            net(x, copy=bad)
     with pytest.raises(ValueError, match="no stacked copies; got copy=0"):
         ConvNet(4, hidden_channels=8)(x, copy=0)
     with pytest.raises(ValueError, match="copies must be None or an integer >= 1, got 0"):

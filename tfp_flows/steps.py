@@ -47,6 +47,16 @@ def _constant_weight(layer: keras.layers.Layer, value: np.ndarray, name: str, tr
                             initializer=lambda shape, dtype=None: np.asarray(value, "float32"))
 
 
+def _coupling_net(transform: Transform, transformed: int, event_rank: int, hidden: int,
+                  num_hidden: int, context_size: int, **kwargs):
+    """A coupling's conditioner: an `MLP` for vectors, a `ConvNet` for images, with outputs
+    for `transformed` entries of `transform`."""
+    width = transform.params_per_entry * transformed
+    if event_rank == 1:
+        return MLP(width, (hidden,) * num_hidden, context_size=context_size, **kwargs)
+    return ConvNet(width, hidden, num_hidden, context_size=context_size, **kwargs)
+
+
 class CouplingStep(keras.layers.Layer):
     """A coupling layer and the conditioner network that it owns.
 
@@ -70,13 +80,10 @@ class CouplingStep(keras.layers.Layer):
         self.mask, self.parity, self.event_rank = mask, parity, event_rank
         transformed = (channels if mask == "checkerboard"
                        else Coupling.conditioned_size(channels, parity)[1])
-        width = transform.params_per_entry * transformed
         # Named after the step: Keras builds the network inside the model's name scope, so
         # the step's name is what keeps the variables' paths unique.
-        name = f"{self.name}_net"
-        self.net = (MLP(width, (hidden,) * num_hidden, context_size=context_size, name=name)
-                    if event_rank == 1 else
-                    ConvNet(width, hidden, num_hidden, context_size=context_size, name=name))
+        self.net = _coupling_net(transform, transformed, event_rank, hidden, num_hidden,
+                                 context_size, name=f"{self.name}_net")
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
         return [Coupling(conditioner_of(self.net, context), self.transform, mask=self.mask,
@@ -149,11 +156,8 @@ class GlowSteps(keras.layers.Layer):
             self.conv = {"weight": _constant_weight(self, np.stack(rotations), "conv1x1_weight",
                                                     True)}
         conditioning, transformed = Coupling.conditioned_size(channels, 0)
-        width = transform.params_per_entry * transformed
-        name = f"{self.name}_coupling_net"
-        self.net = (MLP(width, (hidden,) * 2, context_size=context_size, copies=depth, name=name)
-                    if self.event_rank == 1 else
-                    ConvNet(width, hidden, 2, context_size=context_size, copies=depth, name=name))
+        self.net = _coupling_net(transform, transformed, self.event_rank, hidden, 2,
+                                 context_size, copies=depth, name=f"{self.name}_coupling_net")
         self.net.build((None, *event_shape[:-1], conditioning))
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:

@@ -105,7 +105,8 @@ class ZeroInitStack(keras.layers.Layer):
         if (copy is None) != (self.copies is None):
             raise ValueError(f"{self.name} holds {self.copies or 'no'} stacked copies; got "
                              f"copy={copy!r}.")
-        if copy is not None and not 0 <= copy < self.copies:
+        if copy is not None and (isinstance(copy, bool) or not isinstance(copy, int)
+                                 or not 0 <= copy < self.copies):
             raise ValueError(f"{self.name} holds copies 0 to {self.copies - 1}; got copy={copy}.")
         if context is not None:
             x = keras.ops.concatenate([x, broadcast_context(context, x, self.event_rank)], -1)
