@@ -30,6 +30,7 @@ from tfp_flows.bijectors import (
     lu_factors,
 )
 from tfp_flows.nets import MADE, MLP, ConvNet
+from tfp_flows.nets.stack import stacked_row
 
 __all__ = ["AutoregressiveStep", "ConditionalPrior", "CouplingStep", "GlowSteps", "ScaleLevel",
            "ScalingStep", "conditioner_of"]
@@ -105,8 +106,7 @@ class _Row:
         return self._variable.dtype
 
     def __tf_tensor__(self, dtype=None, name=None):
-        return keras.ops.convert_to_tensor(keras.ops.take(self._variable, self._index, 0),
-                                           dtype=dtype)
+        return keras.ops.convert_to_tensor(stacked_row(self._variable, self._index), dtype=dtype)
 
     def assign(self, value):
         return self._variable[self._index].assign(value)

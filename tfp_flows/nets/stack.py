@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-__all__ = ["ZeroInitStack", "broadcast_context"]
+__all__ = ["ZeroInitStack", "broadcast_context", "stacked_row"]
 
 
 def broadcast_context(context, inputs, event_rank: int):
@@ -21,6 +21,12 @@ def broadcast_context(context, inputs, event_rank: int):
         context = ops.expand_dims(context, -2)
     shape = ops.shape(inputs)
     return ops.broadcast_to(context, (*shape[:-1], ops.shape(context)[-1]))
+
+
+def stacked_row(variable, index: int):
+    """Row `index` of a stacked variable, read alone: one gather from the variable's buffer,
+    whose gradient is a `tf.IndexedSlices` of that row."""
+    return tf.gather(getattr(variable, "value", variable), index)
 
 
 def _per_copy(initializer, copies: int | None):
@@ -114,7 +120,7 @@ class ZeroInitStack(keras.layers.Layer):
         last = len(self.kernels) - 1
         for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
             if copy is not None:
-                kernel, bias = keras.ops.take(kernel, copy, 0), keras.ops.take(bias, copy, 0)
+                kernel, bias = stacked_row(kernel, copy), stacked_row(bias, copy)
             x = tf.nn.bias_add(self.linear(x, kernel), bias)
             if index < last:
                 x = activation(x)
