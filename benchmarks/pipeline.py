@@ -18,13 +18,14 @@ split a tenth of the training one. Then, in a fresh child process per size, it:
   batch on: the first fills the shuffle buffer), as images/s: it must deliver at least 10x
   what training consumes.
 
-Rows and ratios are printed and written to benchmarks/results/2026-11-30-cpu-pipeline.json
-with the sizes, settings and machine.
+Rows and ratios are printed and written to benchmarks/results/<date>-cpu-pipeline.json with the
+sizes, settings and machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 
-RESULT = os.path.join(os.path.dirname(__file__), "results", "2026-11-30-cpu-pipeline.json")
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 SHAPE = (64, 64, 3)
 SETTINGS = {"batch_size": 16, "steps": 30, "pipeline_batches": 100, "shuffle_buffer": 1000,
             "num_bits": 5,
@@ -144,10 +145,11 @@ def main() -> None:
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                     "load_average_1min": os.getloadavg()[0], "python": platform.python_version()},
     }
-    with open(RESULT, "w") as f:
+    out = os.path.join(RESULTS_DIR, f"{datetime.date.today().isoformat()}-cpu-pipeline.json")
+    with open(out, "w") as f:
         json.dump(report, f, indent=2)
         f.write("\n")
-    print(f"wrote {RESULT}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
