@@ -113,7 +113,7 @@ class ZeroInitStack(keras.layers.Layer):
                              f"copy={copy!r}.")
         if copy is not None and (isinstance(copy, bool) or not isinstance(copy, int)
                                  or not 0 <= copy < self.copies):
-            raise ValueError(f"{self.name} holds copies 0 to {self.copies - 1}; got copy={copy}.")
+            raise ValueError(f"{self.name} holds copies 0 to {self.copies - 1}; got copy={copy!r}.")
         if context is not None:
             x = keras.ops.concatenate([x, broadcast_context(context, x, self.event_rank)], -1)
         activation = keras.activations.get(self.activation)
