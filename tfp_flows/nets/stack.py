@@ -116,6 +116,13 @@ class ZeroInitStack(keras.layers.Layer):
             raise ValueError(f"{self.name} holds copies 0 to {self.copies - 1}; got copy={copy!r}.")
         if context is not None:
             x = keras.ops.concatenate([x, broadcast_context(context, x, self.event_rank)], -1)
+        # With oneDNN (TF's default on Intel CPUs) a Conv2D of an empty batch returns its input
+        # unchanged, so the next layer sees the wrong channel count. An empty batch runs on one
+        # zero row instead and none is returned. For any other batch the pad and the slice are
+        # no-ops that forward their input.
+        rows = tf.shape(x)[0]
+        x = tf.pad(x, tf.concat([[[0, tf.maximum(1 - rows, 0)]],
+                                 tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0))
         activation = keras.activations.get(self.activation)
         last = len(self.kernels) - 1
         for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
@@ -124,7 +131,7 @@ class ZeroInitStack(keras.layers.Layer):
             x = tf.nn.bias_add(self.linear(x, kernel), bias)
             if index < last:
                 x = activation(x)
-        return x
+        return x[:rows]
 
     def get_config(self):
         return {**super().get_config(), "context_size": self.context_size, "copies": self.copies}
