@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -302,3 +304,50 @@ def test_labels_are_checked_when_asked_for(tmp_path, label, problem):
     splits = datasets.load(str(tmp_path), batch_size=1)
     assert splits.num_classes == 1 and sum(map(len, _split_ids(splits))) == 8
 
+
+
+# ----------------------------------------------------------------------------- the training command
+
+def _snapshot(directory) -> dict[str, bytes]:
+    files = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                files[os.path.relpath(f.name, directory)] = f.read()
+    return files
+
+
+def test_a_bad_file_stops_the_command_with_one_line_and_writes_nothing(tmp_path):
+    directory = _image_directory(tmp_path / "images", 20, {17: _png(17)[:-8]})
+    # A run directory as a killed run leaves it: the data are read before it is.
+    output_dir = tmp_path / "run"
+    (output_dir / "backup").mkdir(parents=True)
+    (output_dir / "backup" / "state.json").write_text("{}")
+    result = subprocess.run(
+        [sys.executable, "-m", "tfp_flows.train", "--flow=glow", f"--dataset={directory}",
+         f"--output_dir={output_dir}"], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: dataset directory '{directory}' has 1 file that cannot be "
+                           f"read") and "017.png: truncated PNG" in last
+    assert _snapshot(output_dir) == {os.path.join("backup", "state.json"): b"{}"}
+
+
+def test_the_command_skips_bad_files_when_told_and_names_them_at_the_end(tmp_path, capsys,
+                                                                        monkeypatch):
+    from tfp_flows import train
+
+    directory = _image_directory(tmp_path / "images", 20, {17: b""}, shape=(4, 4, 3))
+    # What happens between loading the data and the end of the run is not the point here.
+    monkeypatch.setattr(train, "_train", lambda config, strategy, chief, splits, *rest: {
+        "num_test_examples": sum(len(batch) for batch in splits.test)})
+    with pytest.warns(UserWarning, match="left out 1 file"):
+        metrics = train.run({"flow": "glow", "dataset": directory, "num_scales": 1, "depth": 1,
+                             "hidden": 4, "batch_size": 4, "output_dir": str(tmp_path / "run"),
+                             "skip_bad_files": True})
+    # 017.png was a training file; the 4 test files are all there.
+    assert metrics == {"num_test_examples": 4}
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (f"skipped 1 unreadable file(s) of {directory}: "
+                    f"{directory}/017.png: expected a PNG or JPEG image, got an empty file")
