@@ -221,10 +221,11 @@ def _event_shape(name: str, source: _Source, crop: int | None,
     if image_size is not None:
         height = width = image_size
     if height is None or width is None:
-        examples = ", ".join(f"{h}x{w} ({where})" for (h, w), where in
-                             list(source.sizes.items())[:2])
-        raise ValueError(f"{name!r} has images of varying size{examples and ': '}{examples}; "
-                         f"pass image_size (and optionally crop) to give them one")
+        # Two of the sizes, each with an image that has it (TFDS names none).
+        examples = "".join(f"{', ' if i else ': '}{h}x{w} ({where})" for i, ((h, w), where) in
+                           enumerate(list(source.sizes.items())[:2]))
+        raise ValueError(f"{name!r} has images of varying size{examples}; pass image_size (and "
+                         f"optionally crop) to give them one")
     return height, width, channels
 
 
