@@ -601,20 +601,11 @@ def test_bad_directories_raise_naming_the_directory_or_file(tmp_path):
     with pytest.raises(ValueError, match="holds no dataset files; expected MNIST-style IDX"):
         datasets.load(str(tmp_path))
     (tmp_path / "empty.tfrecord").write_bytes(b"")
-    with pytest.raises(ValueError, match="TFRecord files without records"):
+    with pytest.raises(ValueError, match="has no readable records; expected"):
         datasets.load(str(tmp_path))
     images = tmp_path / "images"
     images.mkdir()
     (images / "a.png").write_bytes(b"not an image at all")
-    with pytest.raises(ValueError, match=r"expected a PNG or JPEG image in .*a\.png"):
+    with pytest.raises(ValueError, match=r"a\.png: expected a PNG or JPEG image, got text"):
         datasets.load(str(images))
 
-
-def test_an_unreadable_image_met_while_streaming_is_named(tmp_path):
-    for index in range(10):
-        (tmp_path / f"{index}.png").write_bytes(b"garbage" if index == 4 else _png(index))
-    # Record 4 is a test record (every 5th); the check of the first file at load passes.
-    splits = datasets.load(str(tmp_path), batch_size=2)
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=r"expected a PNG or JPEG image, got other bytes in.*4\.png"):
-        _collect(splits.test)

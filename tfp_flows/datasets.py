@@ -21,7 +21,6 @@ inside the pipeline, never held in memory. Toys, digits, IDX and .npz sources ar
 from __future__ import annotations
 
 import dataclasses
-import glob
 import gzip
 import math
 import numbers
@@ -99,9 +98,12 @@ class Splits:
         name: The dataset name passed to `load`.
         num_classes: 1 + the largest class label of the train and test examples (1 for a
             source without labels); the `num_classes` of a flow conditioned on the labels.
-            A streamed TFDS dataset gives its label feature's number of classes.
+            A streamed TFDS dataset gives its label feature's number of classes; a streamed
+            directory read without `labels` gives 1 (its labels are not read).
         streamed: For a streamed source, the training batches by epoch (see
             `tfp_flows.streaming.Streamed`); None for arrays.
+        skipped: The unreadable files left out under `skip_bad_files`, each as
+            `'<path>: <what is wrong>'`.
     """
 
     train: tf.data.Dataset
@@ -112,13 +114,14 @@ class Splits:
     name: str
     num_classes: int
     streamed: Streamed | None = None
+    skipped: tuple[str, ...] = ()
 
 
 def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
          validation_fraction: float = 0.1, seed: int = 0,
          num_examples: int | None = None, labels: bool = False, stream: bool | None = None,
          num_bits: int = 8, image_size: int | None = None, crop: int | None = None,
-         shuffle_buffer: int = _DEFAULT_SHUFFLE_BUFFER) -> Splits:
+         shuffle_buffer: int = _DEFAULT_SHUFFLE_BUFFER, skip_bad_files: bool = False) -> Splits:
     """Loads a dataset as dequantized, batched train/validation/test pipelines.
 
     Args:
@@ -149,6 +152,8 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
         image_size: Streamed sources: resize the images to `image_size` x `image_size`.
         crop: Streamed sources: first crop the central `crop` x `crop` pixels.
         shuffle_buffer: Streamed sources: encoded training records held for shuffling.
+        skip_bad_files: Directories of TFRecord or image files: leave out the files that
+            cannot be read (listed in `Splits.skipped`) instead of refusing the directory.
 
     Returns:
         The three pipelines with the event shape, number of levels and number of classes.
@@ -157,7 +162,12 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
         ValueError: For invalid arguments, unknown names, missing or malformed files, a TFDS
             dataset that is not prepared and cannot be downloaded, fewer training examples
             than `batch_size`, with `labels=True`, negative labels or fewer than 2 classes,
-            or streaming options that are out of range or given for an array source.
+            or streaming options that are out of range or given for an array source. For a
+            streamed directory, checked as a whole before anything is read for training (see
+            `tfp_flows.streaming`): a file that cannot be read (named with the record and
+            what is wrong), images of several sizes without `image_size` or `crop`, a
+            `crop` larger than an image, and with `labels=True` a record without a label or
+            a label out of range.
     """
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -172,9 +182,11 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
         return streaming.load(name, batch_size=batch_size, data_dir=data_dir,
                               validation_fraction=validation_fraction, seed=seed,
                               num_examples=num_examples, labels=labels, num_bits=num_bits,
-                              image_size=image_size, crop=crop, shuffle_buffer=shuffle_buffer)
+                              image_size=image_size, crop=crop, shuffle_buffer=shuffle_buffer,
+                              skip_bad_files=skip_bad_files)
     given = [f"{option}={value!r}" for option, value, default in
-             (("num_bits", num_bits, 8), ("image_size", image_size, None), ("crop", crop, None))
+             (("num_bits", num_bits, 8), ("image_size", image_size, None), ("crop", crop, None),
+              ("skip_bad_files", skip_bad_files, False))
              if value != default]
     if given:
         raise ValueError(f"{', '.join(given)} applies to streamed sources only (TFDS datasets, "
@@ -260,14 +272,35 @@ def _streams(name: str, stream: bool | None) -> bool:
 
 
 def _paths(directory: str, suffixes: tuple[str, ...]):
-    """The files under `directory`, at any depth, whose names end with `suffixes`, lazily."""
-    return (path for path in glob.iglob(os.path.join(directory, "**", "*"), recursive=True)
-            if path.lower().endswith(suffixes) and os.path.isfile(path))
+    """The files under `directory`, at any depth, whose names end with `suffixes`, lazily.
+
+    Symbolic links to directories are followed, but a directory already walked is not walked
+    again, so a link to an ancestor (a loop) or a second link to one folder adds no file.
+    """
+    walked = set()
+    for root, folders, names in os.walk(directory, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in walked:
+            folders.clear()
+            continue
+        walked.add((status.st_dev, status.st_ino))
+        # Walked in sorted order, so which of two links to a folder is walked does not
+        # depend on the order the file system lists entries in.
+        folders.sort()
+        yield from (path for path in (os.path.join(root, name) for name in sorted(names))
+                    if path.lower().endswith(suffixes) and os.path.isfile(path))
 
 
 def _files(directory: str, suffixes: tuple[str, ...]) -> list[str]:
-    """The files under `directory`, at any depth, whose names end with `suffixes`, sorted."""
-    return sorted(_paths(directory, suffixes))
+    """The files under `directory`, at any depth, whose names end with `suffixes`, sorted.
+
+    A file reached by several paths (through symbolic links) is listed once, by the first of
+    its paths in sorted order, so that no file lands in two splits.
+    """
+    kept = {}
+    for path in sorted(_paths(directory, suffixes)):
+        kept.setdefault(os.path.realpath(path), path)
+    return sorted(kept.values())
 
 
 def _check_seed_and_size(seed: int, num_examples: int | None) -> None:

@@ -141,6 +141,7 @@ class TrainConfig:
     image_size: int | None = None
     crop: int | None = None
     shuffle_buffer: int = 10_000
+    skip_bad_files: bool = False
     verbose: int = 1
 
 
@@ -465,7 +466,8 @@ def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
                                data_dir=config.data_dir, seed=config.seed,
                                num_examples=config.num_examples, labels=config.conditional,
                                num_bits=config.num_bits, image_size=config.image_size,
-                               crop=config.crop, shuffle_buffer=config.shuffle_buffer)
+                               crop=config.crop, shuffle_buffer=config.shuffle_buffer,
+                               skip_bad_files=config.skip_bad_files)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
@@ -817,7 +819,11 @@ def run(config: TrainConfig | Mapping) -> dict:
     # the same things.
     chief = strategy.extended.should_checkpoint
     with _locked(config.output_dir) if chief else contextlib.nullcontext():
-        return _train(config, strategy, chief, splits, image_shape, model, start)
+        metrics = _train(config, strategy, chief, splits, image_shape, model, start)
+    if splits.skipped:
+        print(f"skipped {len(splits.skipped)} unreadable file(s) of {config.dataset}: "
+              f"{'; '.join(splits.skipped)}")
+    return metrics
 
 
 def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, splits,
@@ -1033,6 +1039,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "pixels.", flag_values=flag_values)
     flags.DEFINE_integer("shuffle_buffer", d.shuffle_buffer,
                          "Streamed data: training records held for shuffling.",
+                         flag_values=flag_values)
+    flags.DEFINE_boolean("skip_bad_files", d.skip_bad_files,
+                         "Directories of TFRecord or image files: leave out the files that "
+                         "cannot be read (named at the end) instead of refusing the data.",
                          flag_values=flag_values)
 
 
