@@ -4,11 +4,13 @@ One command loads the data (`tfp_flows.datasets`), builds the flow (`tfp_flows.z
 with a Keras progress bar, early stopping on validation bits/dim and TensorBoard logs, and
 writes into `--output_dir`:
 
-    config.json          the flags, written first; the model and data ones identify the run
+    config.json          the flags (and the changes a rerun made to them); the model and
+                         data ones identify the run
     backup/              the resumable training state (weights, optimizer, epoch history)
     model.keras          the model with the best validation bits/dim so far
     logs/                TensorBoard logs
-    metrics.json         train / validation / test NLL and bits/dim, throughput, wall time
+    metrics.json         train / validation / test NLL and bits/dim, epochs and optimizer
+                         iterations, throughput, wall time
     training_curve.png   train and validation bits/dim per epoch
     samples.png          images: samples at several temperatures (a row per class with
                          --conditional)
@@ -17,9 +19,17 @@ writes into `--output_dir`:
 
 A run killed at any point (SIGKILL included) resumes when the same command is run again: the
 training state is committed every `--checkpoint_steps` steps and at every epoch end, each
-commit atomic (see `Checkpoint`). An `--output_dir` that holds a different model is refused,
-and so is one where another command trains (see `_locked`). A damaged checkpoint, config.json
-or best model stops the command with a one-line error, as bad input does.
+commit atomic (see `Checkpoint`). The resumed run goes on at the committed step with the
+batches and dequantization noise an uninterrupted run sees there (each epoch's are a function
+of the seed and the epoch number), so after any number of kills it ends with the optimizer
+iterations, epoch history and weights (to float rounding) of a run never killed.
+
+An `--output_dir` that holds a different model is refused, and so is one where another command
+trains (see `_locked`). A rerun whose training settings would change what the run trains
+(`_RUN_SETTINGS`, or fewer `--epochs` than it has trained) is refused too, naming them, unless
+`--allow_changes` is given; config.json and metrics.json then list each change and where in
+the run it was made. A damaged checkpoint, config.json or best model stops the command with a
+one-line error, as bad input does.
 
 The families and their size flags come from `tfp_flows.zoo.FAMILIES`. `--conditional` trains
 p(x | label) on the dataset's class labels (the mixture components of the 2-D toys).
@@ -36,9 +46,7 @@ Examples:
         --num_bits=5 --output_dir=runs/glow_celeba
 
 TFDS datasets and directories of TFRecord or image files are streamed (`--num_bits`,
-`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.streaming`). A streamed run
-resumed mid-epoch continues at the committed step with the batches an uninterrupted run sees
-there; with in-memory arrays the interrupted epoch is rerun whole.
+`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.streaming`).
 """
 
 from __future__ import annotations
@@ -89,7 +97,8 @@ _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num
 # The training settings that change what a run trains (its batches, its updates, when it
 # stops): a rerun that changes one is refused unless --allow_changes. The others (more epochs,
 # the strategy, XLA, how often it commits, the figures) may change between the commands that
-# train one run directory.
+# train one run directory: they change the weights by float rounding at most, except that a
+# multi-worker run reads streamed data in batches of its own (see `tfp_flows.streaming`).
 _RUN_SETTINGS = ("batch_size", "learning_rate", "patience", "shuffle_buffer")
 # Those of them that decide an epoch's batches, which a committed step counts.
 _EPOCH_SETTINGS = ("batch_size", "shuffle_buffer")
