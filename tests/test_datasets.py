@@ -168,6 +168,32 @@ def test_pipelines_are_deterministic_given_the_seed(id_npz):
     assert not np.array_equal(_collect(other.test), _collect(one.test))
 
 
+def test_array_epochs_are_fixed_by_number_restart_at_any_batch_and_shard_by_batch(id_npz):
+    # 270 training images in batches of 10: 27 steps per epoch.
+    by_epoch = datasets.load(id_npz, batch_size=10, seed=4).streamed
+    epochs = [batch.numpy() for batch in by_epoch.train_batches(0, 3)]
+    assert by_epoch.steps_per_epoch == 27 and len(epochs) == 3 * 27
+    again = datasets.load(id_npz, batch_size=10, seed=4).streamed.train_batches(0, 3)
+    np.testing.assert_array_equal(np.stack([b.numpy() for b in again]), np.stack(epochs))
+    resumed = [batch.numpy() for batch in by_epoch.train_batches(1, 3, skip=5)]
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(epochs[27 + 5:]))
+    first, second = (np.concatenate(epochs[k * 27:(k + 1) * 27]) for k in range(2))
+    assert sorted(_decode_ids(first)) == sorted(_decode_ids(second))
+    assert not np.array_equal(_decode_ids(first), _decode_ids(second))  # reshuffled
+    assert np.mean(first[np.argsort(_decode_ids(first))]
+                   != second[np.argsort(_decode_ids(second))]) > 0.99  # re-dequantized
+    # Two workers of two replicas each: every global batch of 12, noise included, is that of
+    # one process, in per-replica quarters.
+    by_epoch = datasets.load(id_npz, batch_size=12, seed=4).streamed
+    whole = [batch.numpy() for batch in by_epoch.train_batches(0, 1)]
+    shares = [[b.numpy() for b in by_epoch.train_batches(
+        0, 1, input_context=tf.distribute.InputContext(2, worker, 4))] for worker in range(2)]
+    assert len(whole) == 22 and [len(share) for share in shares] == [44, 44]
+    for step, batch in enumerate(whole):
+        quarters = [share[2 * step + replica] for share in shares for replica in range(2)]
+        np.testing.assert_array_equal(np.concatenate(quarters), batch)
+
+
 def test_dequantized_top_level_stays_below_num_levels(tmp_path):
     # ~1e6 pixels at 255: float32 rounding of 255 + u to 256 would show up several times.
     path = tmp_path / "white.npz"
@@ -545,9 +571,15 @@ def test_streaming_options_and_stream_are_refused_for_array_sources():
         datasets.load("digits", stream=True)
 
 
-def test_stream_false_reads_a_tfds_dataset_into_arrays(tfds_dir):
+def test_stream_false_reads_a_tfds_dataset_into_arrays(tfds_dir, monkeypatch):
+    from tfp_flows import streaming
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("streamed")
+
+    monkeypatch.setattr(streaming, "load", refuse)
     splits = datasets.load("synthetic_images", data_dir=tfds_dir, batch_size=8, stream=False)
-    assert splits.streamed is None and splits.event_shape == (16, 16, 3)
+    assert splits.event_shape == (16, 16, 3)
 
 
 def test_offline_unprepared_tfds_error_says_tfds_needs_the_network(tmp_path, monkeypatch):

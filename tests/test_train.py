@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
@@ -95,6 +94,96 @@ def test_a_different_model_is_refused_and_the_directory_left_unchanged(toy_run, 
     assert difference in message and "pick another --output_dir" in message
     assert "\n" not in message
     assert _snapshot(output_dir) == before
+
+
+@pytest.mark.parametrize("change, difference", [
+    ({"learning_rate": 0.01}, "learning_rate 0.001 -> 0.01"),
+    ({"batch_size": 32}, "batch_size 64 -> 32"),
+    ({"patience": 3}, "patience 10 -> 3"),
+    ({"epochs": 1}, "epochs 2 -> 1, and it has trained 2 epochs"),
+])
+def test_other_training_settings_are_refused_and_the_directory_left_unchanged(toy_run, change,
+                                                                               difference):
+    output_dir, _ = toy_run
+    before = _snapshot(output_dir)
+    with pytest.raises(ConfigError, match="was trained with other settings") as error:
+        run({**TOY, **change, "output_dir": output_dir})
+    message = str(error.value)
+    assert difference in message and "--allow_changes" in message and "\n" not in message
+    assert _snapshot(output_dir) == before
+
+
+def test_settings_that_do_not_change_what_is_trained_may_change(toy_run, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(toy_run[0], output_dir)
+    metrics = run({**TOY, "checkpoint_steps": 5, "jit_compile": True, "temperatures": (1.0,),
+                   "output_dir": str(output_dir)})
+    assert metrics["setting_changes"] == []
+    training = json.loads((output_dir / "config.json").read_text())["training"]
+    assert training["checkpoint_steps"] == 5 and training["jit_compile"]
+
+
+def test_allow_changes_goes_on_with_the_new_settings_and_records_them(toy_run, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(toy_run[0], output_dir)
+    metrics = run({**TOY, "epochs": 3, "learning_rate": 1e-4, "allow_changes": True,
+                   "output_dir": str(output_dir)})
+    steps_per_epoch = metrics["iterations"] // 3
+    change = {"epoch": 2, "step": 0, "iterations": 2 * steps_per_epoch,
+              "settings": {"learning_rate": [1e-3, 1e-4]}}
+    assert metrics["epochs"] == 3 and metrics["setting_changes"] == [change]
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["changes"] == [change] and config["training"]["learning_rate"] == 1e-4
+    # The new settings are now the run's own.
+    assert run({**TOY, "epochs": 3, "learning_rate": 1e-4,
+                "output_dir": str(output_dir)})["setting_changes"] == [change]
+
+
+def test_the_batch_size_cannot_change_in_the_middle_of_an_epoch(tmp_path, monkeypatch):
+    config = {**TOY, "epochs": 1, "checkpoint_steps": 5, "output_dir": str(tmp_path)}
+    commit = Checkpoint._commit
+
+    def killed_after_step_5(self):
+        commit(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "_commit", killed_after_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    monkeypatch.undo()
+    before = _snapshot(tmp_path)
+    with pytest.raises(ConfigError, match=r"--batch_size can change only between epochs, and .* "
+                                          r"stopped 5 steps into epoch 1; finish that epoch "
+                                          r"first \(rerun with --batch_size=64 --epochs=1\)"):
+        run({**config, "batch_size": 32, "allow_changes": True})
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("image_size", True, "--image_size must be an integer or None, got True of type bool"),
+    ("num_bits", True, "--num_bits must be an integer, got True of type bool"),
+    ("epochs", 2.0, "--epochs must be an integer, got 2.0 of type float"),
+    ("learning_rate", "0.01", "--learning_rate must be a number, got '0.01' of type str"),
+    ("learning_rate", math.inf, "--learning_rate must be a finite number > 0, got inf"),
+    ("conditional", 1, "--conditional must be true or false, got 1 of type int"),
+    ("temperatures", "0.5", "--temperatures must be a sequence, each item a number, got '0.5'"),
+    ("temperatures", (0.5, None),
+     "--temperatures must be a sequence, each item a number, got (0.5, None)"),
+    ("dataset", None, "--dataset must be a string, got None of type NoneType"),
+])
+def test_a_setting_of_the_wrong_type_is_a_one_line_error(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as error:
+        run({**TOY, name: value, "output_dir": str(tmp_path / "run")})
+    assert str(error.value) == message
+    assert not (tmp_path / "run").exists()
+
+
+def test_numpy_numbers_are_taken_as_python_ones(tmp_path):
+    metrics = run({**TOY, "epochs": np.int64(1), "learning_rate": np.float32(1e-3),
+                   "output_dir": str(tmp_path)})
+    assert metrics["epochs_requested"] == 1
+    training = json.loads((tmp_path / "config.json").read_text())["training"]
+    assert training["epochs"] == 1 and training["learning_rate"] == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("flow", ["glow", "maf"])
@@ -440,45 +529,81 @@ def test_a_run_resumes_under_mirrored_strategy(tmp_path):
     assert _finite(resumed)
 
 
-def test_a_run_killed_mid_epoch_resumes_from_its_last_commit(tmp_path):
-    epochs, steps_per_epoch = 4, 67  # 6000 toy points: 4320 for training, batches of 64.
-    output_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "tfp_flows.train", "--flow=realnvp",
-               "--dataset=two_moons", "--num_examples=6000", "--hidden=8", "--num_couplings=2",
-               f"--epochs={epochs}", "--checkpoint_steps=20", f"--output_dir={output_dir}"]
-    state_path = output_dir / "backup" / "state.json"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=SUBPROCESS_ENV)
-    deadline = time.monotonic() + 150
-    try:
-        while process.poll() is None and time.monotonic() < deadline:
-            try:
-                state = json.loads(state_path.read_text())
-            except (OSError, ValueError):
-                state = None
-            if state and state["epoch"] >= 1 and state["step"] > 0:
-                process.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    killed = json.loads(state_path.read_text())
-    assert killed["epoch"] >= 1
+# A run of 2 epochs of 9 steps (288 training digits in batches of 32), committed every 4 steps:
+# commits 1-3 at iterations 4, 8 and 9 (the epoch end), 4-6 at 13, 17 and 18.
+KILLED_RUN = ["--flow=maf", "--dataset=digits", "--num_examples=400", "--num_layers=1",
+              "--num_hidden=1", "--hidden=8", "--batch_size=32", "--learning_rate=0.01",
+              "--epochs=2", "--checkpoint_steps=4", "--temperatures=1"]
+EPOCHS, STEPS_PER_EPOCH = 2, 9
+# Where each run is killed, and the commit (epoch, step) it leaves.
+KILLS = [("iteration:2", None),    # before the first commit
+         ("commit:2", (0, 4)),     # between commit 2's weights and its state.json
+         ("iteration:15", (1, 4)),  # mid-epoch, two steps after a commit
+         ("epoch_end:2", (1, 8)),  # after epoch 2's validation and best model, before its commit
+         ("evaluation", (2, 0))]   # during the final evaluation
 
-    result = subprocess.run(command, capture_output=True, text=True, env=SUBPROCESS_ENV,
-                            timeout=150)
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((output_dir / "metrics.json").read_text())
-    final = json.loads(state_path.read_text())
-    assert _finite(metrics) and metrics["epochs"] == epochs
-    assert metrics["resumed_from_epoch"] == killed["epoch"]
-    assert final["history"][:killed["epoch"]] == killed["history"]
-    # The optimizer counts on from the killed commit, and the interrupted epoch is rerun whole.
-    assert final["iterations"] == (killed["iterations"]
-                                   + (epochs - killed["epoch"]) * steps_per_epoch)
-    assert f"Resuming {output_dir} from epoch {killed['epoch'] + 1}" in result.stdout
+
+def _h5_arrays(path) -> dict:
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def test_a_run_killed_at_any_point_ends_as_the_run_never_killed(tmp_path):
+    resumed, whole, log = tmp_path / "resumed", tmp_path / "whole", tmp_path / "log"
+    runner = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "forked_train.py"), str(log)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=SUBPROCESS_ENV)
+
+    def run_command(kill_point, output_dir) -> int:
+        runner.stdin.write(json.dumps([kill_point, [*KILLED_RUN,
+                                                    f"--output_dir={output_dir}"]]) + "\n")
+        runner.stdin.flush()
+        return int(runner.stdout.readline() or "1")
+
+    try:
+        for kill_point, commit in KILLS:
+            assert run_command(kill_point, resumed) == -signal.SIGKILL, log.read_text()[-3000:]
+            state_path = resumed / "backup" / "state.json"
+            if commit is None:
+                assert not state_path.exists()
+                continue
+            state = json.loads(state_path.read_text())
+            assert (state["epoch"], state["step"]) == commit
+            if kill_point.startswith("commit:"):
+                # Killed with the new commit's weights written and its state.json not.
+                assert (resumed / "backup" / "weights-00000002.weights.h5").exists()
+            assert state["iterations"] == state["epoch"] * STEPS_PER_EPOCH + state["step"]
+            assert len(state["history"]) == state["epoch"]
+        assert not (resumed / "metrics.json").exists()
+        assert run_command(None, resumed) == 0, log.read_text()[-3000:]
+        assert run_command(None, whole) == 0, log.read_text()[-3000:]
+    finally:
+        runner.stdin.close()
+        runner.wait(timeout=60)
+
+    final = json.loads((resumed / "backup" / "state.json").read_text())
+    reference = json.loads((whole / "backup" / "state.json").read_text())
+    assert final["iterations"] == reference["iterations"] == EPOCHS * STEPS_PER_EPOCH
+    # The training means of the epochs resumed mid-way count the steps before the kills.
+    for got, want in zip(final["history"], reference["history"], strict=True):
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5)
+    got, want = (_h5_arrays(next((d / "backup").glob("weights-*.weights.h5")))
+                 for d in (resumed, whole))
+    assert got.keys() == want.keys()
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    expected = json.loads((whole / "metrics.json").read_text())
+    assert metrics["iterations"] == expected["iterations"] == EPOCHS * STEPS_PER_EPOCH
+    assert metrics["resumed_from_epoch"] == EPOCHS and metrics["resumed_from_step"] == 0
+    np.testing.assert_allclose(metrics["test"]["nll_nats"], expected["test"]["nll_nats"],
+                               rtol=1e-5)
 
 
 def _parsed_flags(*argv):

@@ -5,10 +5,12 @@
 Discrete images are dequantized in pixel space: an integer pixel `x` in {0, ..., L-1} becomes
 `x + u` with `u ~ Uniform[0, 1)`, so values lie in [0, L) and are *not* divided by L; the
 models rescale with a bijector so that bits/dim is exact. Training batches are reshuffled
-and re-dequantized every epoch; validation and test batches use noise fixed by the seed, so
-two evaluations give identical numbers. Everything is deterministic given `seed` (the training
-order and noise also depend on TF's global seed when `tf.random.set_seed` was called, because
-tf.data mixes it into op-level seeds).
+and re-dequantized every epoch, as a function of the seed and the epoch number
+(`Splits.streamed`), so a run resumed mid-epoch sees the batches of an uninterrupted one;
+validation and test batches use noise fixed by the seed, so two evaluations give identical
+numbers. Everything is deterministic given `seed` (a pass over `Splits.train` draws its epoch
+number from tf.data's random seed, which also depends on TF's global seed when
+`tf.random.set_seed` was called).
 
 `load_arrays` returns the raw arrays before dequantization.
 
@@ -52,8 +54,9 @@ _BYTE_LEVELS = 256
 # Independent numpy streams derived from the user's seed, so that e.g. changing how toys are
 # sampled does not change which examples land in validation.
 _SAMPLE_STREAM, _TEST_SPLIT_STREAM, _VALIDATION_STREAM = 0, 1, 2
-# Salts for the stateless dequantization keys of each split.
-_TRAIN_SALT, _VALIDATION_SALT, _TEST_SALT = 0, 1, 2
+# Salts for the stateless dequantization keys of each split, and for the training order of
+# array sources.
+_TRAIN_SALT, _VALIDATION_SALT, _TEST_SALT, _ORDER_SALT = 0, 1, 2, 3
 
 _IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -100,8 +103,8 @@ class Splits:
             source without labels); the `num_classes` of a flow conditioned on the labels.
             A streamed TFDS dataset gives its label feature's number of classes; a streamed
             directory read without `labels` gives 1 (its labels are not read).
-        streamed: For a streamed source, the training batches by epoch (see
-            `tfp_flows.streaming.Streamed`); None for arrays.
+        streamed: The training batches by epoch number (see `tfp_flows.streaming.Streamed`),
+            for streamed and array sources alike: what a run resumed mid-epoch trains on.
         skipped: The unreadable files left out under `skip_bad_files`, each as
             `'<path>: <what is wrong>'`.
     """
@@ -211,8 +214,10 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
     order = np.random.default_rng([seed, _VALIDATION_STREAM]).permutation(num_train)
     validation_index = np.sort(order[:num_validation])
     train_index = np.sort(order[num_validation:])
+    train_batches, by_epoch = _train_epochs([a[train_index] for a in train], batch_size, seed,
+                                            num_levels)
     return Splits(
-        train=_train_pipeline([a[train_index] for a in train], batch_size, seed, num_levels),
+        train=train_batches,
         validation=_eval_pipeline([a[validation_index] for a in train], batch_size, seed,
                                   _VALIDATION_SALT, num_levels),
         test=_eval_pipeline(test, batch_size, seed, _TEST_SALT, num_levels),
@@ -220,6 +225,7 @@ def load(name: str, *, batch_size: int = 64, data_dir: str | None = None,
         num_levels=num_levels,
         name=name,
         num_classes=num_classes,
+        streamed=by_epoch,
     )
 
 
@@ -663,24 +669,59 @@ def _picker(columns, num_levels: int | None):
     return pick
 
 
-def _train_pipeline(columns, batch_size: int, seed: int,
-                    num_levels: int | None) -> tf.data.Dataset:
+def _train_epochs(columns, batch_size: int, seed: int,
+                  num_levels: int | None) -> tuple[tf.data.Dataset, Streamed]:
+    """The training batches of an array source: `Splits.train`, and by epoch number.
+
+    Epoch `e` orders the examples by a permutation keyed by (`seed`, `e`) and dequantizes its
+    batch `b` with a key made of (`seed`, the training salt, `e`, `b`): an epoch's batches
+    depend on the seed and the epoch number alone, so a run resumed mid-epoch sees those of an
+    uninterrupted run. With an `input_context`, each input pipeline takes its slice of every
+    global batch (noise included) as per-replica batches, so the global batches stay those of
+    one process.
+    """
+    # Imported here: tfp_flows.streaming builds on this module.
+    from tfp_flows.streaming import Streamed
+
     pick = _picker(columns, num_levels)
     size = len(columns[0])
-    # Shuffling indices keeps the shuffle buffer small; gathering whole batches is fast.
-    ds = tf.data.Dataset.range(size).shuffle(size, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if num_levels is None:
-        ds = ds.map(pick, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        # One seeded random key per batch, redrawn every iteration (epoch) of the dataset.
-        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        base_key = tf.constant([seed, _TRAIN_SALT], tf.int64)
-        ds = tf.data.Dataset.zip(ds, keys).map(
-            lambda index, key: pick(index,
-                                    tf.random.experimental.stateless_fold_in(base_key, key)),
+    steps_per_epoch = size // batch_size
+    fold_in = tf.random.experimental.stateless_fold_in
+    order_key = tf.constant([seed, _ORDER_SALT], tf.int64)
+    noise_key = tf.constant([seed, _TRAIN_SALT], tf.int64)
+
+    def epoch_batches(epoch, skip):
+        order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64),
+                                                         seed=fold_in(order_key, epoch))
+        # The last incomplete batch is dropped.
+        batches = tf.reshape(order[:steps_per_epoch * batch_size], (steps_per_epoch, batch_size))
+        epoch_key = fold_in(noise_key, epoch)
+        return tf.data.Dataset.range(skip, steps_per_epoch).map(
+            lambda step: pick(tf.gather(batches, step), fold_in(epoch_key, step)),
             num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+    def train_batches(first_epoch: int, last_epoch: int, skip: int = 0,
+                      input_context: tf.distribute.InputContext | None = None):
+        ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(
+            lambda epoch: epoch_batches(epoch, tf.where(epoch == first_epoch,
+                                                        tf.constant(skip, tf.int64), 0)))
+        if input_context is not None:
+            per_replica = input_context.get_per_replica_batch_size(batch_size)
+            share = per_replica * (input_context.num_replicas_in_sync
+                                   // input_context.num_input_pipelines)
+            start = input_context.input_pipeline_id * share
+
+            def pipeline_share(x, *label):
+                x, *label = (t[start:start + share] for t in (x, *label))
+                return (x, *label) if label else x
+
+            ds = ds.map(pipeline_share).unbatch().batch(per_replica, drop_remainder=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    # A pass over `Splits.train` is an epoch with a number drawn afresh on each pass.
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    return draws.flat_map(lambda epoch: epoch_batches(epoch, 0)).prefetch(
+        tf.data.AUTOTUNE), Streamed(steps_per_epoch, train_batches)
 
 
 def _eval_pipeline(columns, batch_size: int, seed: int, salt: int,

@@ -4,11 +4,13 @@ One command loads the data (`tfp_flows.datasets`), builds the flow (`tfp_flows.z
 with a Keras progress bar, early stopping on validation bits/dim and TensorBoard logs, and
 writes into `--output_dir`:
 
-    config.json          the flags, written first; the model and data ones identify the run
+    config.json          the flags (and the changes a rerun made to them); the model and
+                         data ones identify the run
     backup/              the resumable training state (weights, optimizer, epoch history)
     model.keras          the model with the best validation bits/dim so far
     logs/                TensorBoard logs
-    metrics.json         train / validation / test NLL and bits/dim, throughput, wall time
+    metrics.json         train / validation / test NLL and bits/dim, epochs and optimizer
+                         iterations, throughput, wall time
     training_curve.png   train and validation bits/dim per epoch
     samples.png          images: samples at several temperatures (a row per class with
                          --conditional)
@@ -17,9 +19,17 @@ writes into `--output_dir`:
 
 A run killed at any point (SIGKILL included) resumes when the same command is run again: the
 training state is committed every `--checkpoint_steps` steps and at every epoch end, each
-commit atomic (see `Checkpoint`). An `--output_dir` that holds a different model is refused,
-and so is one where another command trains (see `_locked`). A damaged checkpoint, config.json
-or best model stops the command with a one-line error, as bad input does.
+commit atomic (see `Checkpoint`). The resumed run goes on at the committed step with the
+batches and dequantization noise an uninterrupted run sees there (each epoch's are a function
+of the seed and the epoch number), so after any number of kills it ends with the optimizer
+iterations, epoch history and weights (to float rounding) of a run never killed.
+
+An `--output_dir` that holds a different model is refused, and so is one where another command
+trains (see `_locked`). A rerun whose training settings would change what the run trains
+(`_RUN_SETTINGS`, or fewer `--epochs` than it has trained) is refused too, naming them, unless
+`--allow_changes` is given; config.json and metrics.json then list each change and where in
+the run it was made. A damaged checkpoint, config.json or best model stops the command with a
+one-line error, as bad input does.
 
 The families and their size flags come from `tfp_flows.zoo.FAMILIES`. `--conditional` trains
 p(x | label) on the dataset's class labels (the mixture components of the 2-D toys).
@@ -36,9 +46,7 @@ Examples:
         --num_bits=5 --output_dir=runs/glow_celeba
 
 TFDS datasets and directories of TFRecord or image files are streamed (`--num_bits`,
-`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.streaming`). A streamed run
-resumed mid-epoch continues at the committed step with the batches an uninterrupted run sees
-there; with in-memory arrays the interrupted epoch is rerun whole.
+`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.streaming`).
 """
 
 from __future__ import annotations
@@ -49,15 +57,19 @@ import functools
 import glob
 import json
 import math
+import numbers
 import os
 import platform
 import re
+import signal
 import socket
 import sys
 import time
+import types
+import typing
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NoReturn
 
 import keras
@@ -82,6 +94,14 @@ TRANSFORM_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
 # The config.json entries that define the model and its data; a run directory holds one model.
 _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels",
                   "crop", "conditional", "model")
+# The training settings that change what a run trains (its batches, its updates, when it
+# stops): a rerun that changes one is refused unless --allow_changes. The others (more epochs,
+# the strategy, XLA, how often it commits, the figures) may change between the commands that
+# train one run directory: they change the weights by float rounding at most, except that a
+# multi-worker run reads streamed data in batches of its own (see `tfp_flows.streaming`).
+_RUN_SETTINGS = ("batch_size", "learning_rate", "patience", "shuffle_buffer")
+# Those of them that decide an epoch's batches, which a committed step counts.
+_EPOCH_SETTINGS = ("batch_size", "shuffle_buffer")
 _MONITOR = "val_bits_per_dim"
 # Sample grid: samples per row, and rows of an unconditional model (a conditional one has a
 # row per class).
@@ -95,6 +115,15 @@ _LOCK_NAME = ".lock"
 _LOAD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 # Longest reason quoted in an error message; Keras's can run to pages.
 _REASON_CHARS = 200
+# state.json entries added since the first release, with the values that older files imply.
+_STATE_ADDED = {"epoch_metrics": None}
+# Test hook: a command run with this environment variable set to a point's name SIGKILLs itself
+# on reaching that point, so tests kill it at an exact moment instead of after a sleep. The
+# points: "iteration:<n>" after the optimizer's n-th update (and its commit, if any),
+# "commit:<n>" between writing the n-th commit's weights and publishing its state.json,
+# "epoch_end:<n>" after epoch n's validation and best model and before its commit, and
+# "evaluation" between the splits of the final evaluation.
+_KILL_AT = "TFP_FLOWS_KILL_AT"
 
 
 class ConfigError(ValueError):
@@ -142,6 +171,7 @@ class TrainConfig:
     crop: int | None = None
     shuffle_buffer: int = 10_000
     skip_bad_files: bool = False
+    allow_changes: bool = False
     verbose: int = 1
 
 
@@ -159,10 +189,12 @@ class Checkpoint(keras.callbacks.Callback):
 
     A commit writes the weights (optimizer state and ActNorm's `data_initialized` flag
     included) to a file with a fresh name, then atomically replaces `state.json`, which names
-    that file and holds the epoch history and the best epoch. A kill at any point leaves the
-    previous commit whole. Commits happen every `every_steps` steps and at each epoch end; a
-    run resumed from a mid-epoch commit restarts that epoch from the committed weights, or,
-    for streamed data, goes on from the committed step (`skipped` counts the steps before it).
+    that file and holds the epoch history, the best epoch and, mid-epoch, the running means of
+    the epoch's training metrics. A kill at any point leaves the previous commit whole.
+    Commits happen every `every_steps` steps within an epoch and at each epoch end. A run
+    resumed from a mid-epoch commit goes on from the committed step (`skipped` counts the
+    steps before it, which `_fit` does not train again) with the epoch's metrics restored, so
+    it ends with the iterations, history and weights of a run that was never killed.
 
     Each epoch end also writes the best model to `best_model_path` (atomically) when the
     validation bits/dim improves, and stops training after `patience` epochs without
@@ -174,25 +206,28 @@ class Checkpoint(keras.callbacks.Callback):
         best_model_path: The `.keras` file for the best model.
         patience: Epochs without improvement before stopping; 0 never stops early.
         every_steps: Commit every this many steps within an epoch as well; 0 only at epoch ends.
+        steps_per_epoch: Steps in an epoch, whose last step the epoch end commits (None:
+            unknown, so every `every_steps`-th step commits).
         write: False on the non-chief workers of a multi-worker run, which track the same
             state but leave the files to the chief.
     """
 
     def __init__(self, directory: str, best_model_path: str, patience: int = 0,
-                 every_steps: int = 0, write: bool = True):
+                 every_steps: int = 0, steps_per_epoch: int | None = None, write: bool = True):
         super().__init__()
         self.directory = directory
         self.best_model_path = best_model_path
         self.patience = patience
         self.every_steps = every_steps
+        self.steps_per_epoch = steps_per_epoch
         self.write = write
-        self.state: dict = {"commit": 0, "epoch": 0, "step": 0, "iterations": 0,
+        self.state: dict = {**_STATE_ADDED, "commit": 0, "epoch": 0, "step": 0, "iterations": 0,
                             "weights": None, "history": [], "best_epoch": None,
                             "best_bits_per_dim": None, "stopped_early": False}
         self.epoch = 0
         self.step = 0
-        # Steps of the current epoch trained before this `fit` began: a streamed run resumed
-        # mid-epoch skips them.
+        # Steps of the current epoch trained before this `fit` began: a run resumed mid-epoch
+        # skips them.
         self.skipped = 0
 
     @property
@@ -211,7 +246,9 @@ class Checkpoint(keras.callbacks.Callback):
         if not os.path.exists(self.state_path):
             return False
         advice = f"remove {self.directory} to start over, or restore it"
-        state = _read_json_object(self.state_path, "checkpoint", advice, keys=self.state)
+        state = {**_STATE_ADDED, **_read_json_object(
+            self.state_path, "checkpoint", advice,
+            keys=[key for key in self.state if key not in _STATE_ADDED])}
         optimizer = self.model.optimizer
         if not optimizer.built:
             # The optimizer's slots must exist (in the strategy scope) for their values to load.
@@ -251,6 +288,12 @@ class Checkpoint(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.step = epoch, self.skipped
+        if self.skipped and self.state["epoch_metrics"] is not None:
+            # Keras has just reset the metrics; their means go on from the steps trained before.
+            for metric, values in zip(self.model.metrics, self.state["epoch_metrics"],
+                                      strict=True):
+                for variable, value in zip(metric.variables, values, strict=True):
+                    variable.assign(value)
 
     def on_train_batch_end(self, batch, logs=None):
         self.step = self.skipped + batch + 1
@@ -258,8 +301,12 @@ class Checkpoint(keras.callbacks.Callback):
         if logs and not math.isfinite(float(logs.get("loss", 0.0))):
             raise TrainingError(f"the loss became NaN or Inf at epoch {self.epoch + 1} step "
                                 f"{self.step}; try a lower --learning_rate. {self.kept()}")
-        if self.every_steps and self.step % self.every_steps == 0:
+        # The epoch's last step is committed by on_epoch_end, with the epoch's validation.
+        if (self.every_steps and self.step % self.every_steps == 0
+                and self.step != self.steps_per_epoch):
             self._commit()
+        if _KILL_AT in os.environ:
+            _kill_point(f"iteration:{int(self.model.optimizer.iterations.numpy())}")
 
     def on_epoch_end(self, epoch, logs=None):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
@@ -276,6 +323,7 @@ class Checkpoint(keras.callbacks.Callback):
         elif self.patience and epoch + 1 - state["best_epoch"] >= self.patience:
             state["stopped_early"] = True
             self.model.stop_training = True
+        _kill_point(f"epoch_end:{epoch + 1}")
         self.epoch, self.step = epoch + 1, 0
         self._commit()
 
@@ -286,20 +334,30 @@ class Checkpoint(keras.callbacks.Callback):
                                 f"{self.step}; try a lower --learning_rate. They were not "
                                 f"saved. {self.kept()}")
         commit = self.state["commit"] + 1
+        # At an epoch end the metrics hold the validation's means, which nothing resumes.
+        epoch_metrics = [[np.asarray(v.numpy()).tolist() for v in metric.variables]
+                         for metric in self.model.metrics] if self.step else None
         state = {**self.state, "commit": commit, "epoch": self.epoch, "step": self.step,
                  "iterations": int(self.model.optimizer.iterations.numpy()),
-                 "weights": f"weights-{commit:08d}.weights.h5"}
+                 "weights": f"weights-{commit:08d}.weights.h5", "epoch_metrics": epoch_metrics}
         if self.write:
             os.makedirs(self.directory, exist_ok=True)
             weights_path = os.path.join(self.directory, state["weights"])
             self.model.save_weights(weights_path, overwrite=True)
             _fsync(weights_path)
+            _kill_point(f"commit:{commit}")
             _write_json_atomically(self.state_path, state)
             # Files of older commits, and partial ones of commits that never completed.
             for path in glob.glob(os.path.join(self.directory, "weights-*.weights.h5")):
                 if os.path.basename(path) != state["weights"]:
                     os.remove(path)
         self.state = state
+
+
+def _kill_point(point: str) -> None:
+    """The test hook (see `_KILL_AT`): SIGKILLs this process when `point` is the one named."""
+    if os.environ.get(_KILL_AT) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _reason(error: BaseException) -> str:
@@ -403,6 +461,45 @@ def _family_flags(flow: str, image: bool) -> tuple[str, ...]:
     return (*(family.image_args if image else family.vector_args), *family.transform_args)
 
 
+# What a setting of each type must be.
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _is_a(value, kind: type) -> bool:
+    """Whether `value` is a `kind` (bool, int, float or str); a bool is no number."""
+    if kind is bool:
+        return isinstance(value, (bool, np.bool_))
+    if kind in (int, float):
+        return (isinstance(value, numbers.Integral if kind is int else numbers.Real)
+                and not isinstance(value, (bool, np.bool_)))
+    return isinstance(value, kind)
+
+
+def _typed(name: str, value, kind):
+    """`value` as the type `kind` of the setting `name` (a TrainConfig field's annotation).
+
+    Raises:
+        ConfigError: When `value` is not of that type.
+    """
+    options = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in options:
+        return None
+    kind = next(option for option in options if option is not type(None))
+    optional = " or None" if type(None) in options else ""
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        items = (None if isinstance(value, (str, bytes, Mapping))
+                 or not isinstance(value, Iterable) else tuple(value))
+        if items is None or not all(_is_a(v, item) for v in items):
+            raise ConfigError(f"--{name} must be a sequence, each item {_EXPECTED[item]}, got "
+                              f"{value!r}")
+        return tuple(item(v) for v in items)
+    if not _is_a(value, kind):
+        raise ConfigError(f"--{name} must be {_EXPECTED[kind]}{optional}, got {value!r} of "
+                          f"type {type(value).__name__}")
+    return kind(value)
+
+
 def _validated(config: TrainConfig | Mapping) -> TrainConfig:
     if isinstance(config, Mapping):
         config = _renamed(config)
@@ -410,6 +507,10 @@ def _validated(config: TrainConfig | Mapping) -> TrainConfig:
         if unknown:
             raise ConfigError(f"unknown settings {sorted(unknown)}")
         config = TrainConfig(**config)
+    kinds = typing.get_type_hints(TrainConfig)
+    config = TrainConfig(**{field.name: _typed(field.name, getattr(config, field.name),
+                                               kinds[field.name])
+                            for field in dataclasses.fields(TrainConfig)})
     if config.flow not in zoo.FAMILIES:
         raise ConfigError(f"unknown --flow {config.flow!r}; choose one of "
                           f"{', '.join(zoo.FAMILIES)}")
@@ -429,15 +530,16 @@ def _validated(config: TrainConfig | Mapping) -> TrainConfig:
     if not 1 <= config.num_bits <= 8:
         raise ConfigError(f"--num_bits must be in 1..8 (2**num_bits pixel levels), got "
                           f"{config.num_bits}")
-    if not config.learning_rate > 0:
-        raise ConfigError(f"--learning_rate must be > 0, got {config.learning_rate}")
+    if not 0 < config.learning_rate < math.inf:
+        raise ConfigError(f"--learning_rate must be a finite number > 0, got "
+                          f"{config.learning_rate}")
     if not config.temperatures or not all(t > 0 for t in config.temperatures):
         raise ConfigError(f"--temperatures must be positive numbers, got {config.temperatures}")
     if config.output_dir is None:
         name = os.path.splitext(os.path.basename(os.path.normpath(config.dataset)))[0]
         config = dataclasses.replace(config, output_dir=os.path.join("runs",
                                                                      f"{config.flow}_{name}"))
-    return dataclasses.replace(config, temperatures=tuple(float(t) for t in config.temperatures))
+    return config
 
 
 def _make_strategy(name: str) -> tf.distribute.Strategy:
@@ -480,16 +582,17 @@ def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
             x = tf.reshape(x, (-1, size))
             return (x, *label) if label else x
 
-        streamed = splits.streamed and dataclasses.replace(
-            splits.streamed, train_batches=lambda *args: splits.streamed.train_batches(
-                *args).map(flatten))
+        # Bound now: `splits` is rebound below, and a lambda reading it would call itself.
+        image_batches = splits.streamed.train_batches
+        streamed = dataclasses.replace(
+            splits.streamed, train_batches=lambda *args: image_batches(*args).map(flatten))
         splits = dataclasses.replace(splits, train=splits.train.map(flatten),
                                      validation=splits.validation.map(flatten),
                                      test=splits.test.map(flatten), event_shape=(size,),
                                      streamed=streamed)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # Each worker takes its share of every batch (streamed training data is sharded by
-        # record instead, in _fit).
+        # Each worker evaluates its share of every batch (training data is shared out by
+        # `Streamed.train_batches`, in _fit).
         splits = dataclasses.replace(splits, train=_shared_by_batch(splits.train),
                                      validation=_shared_by_batch(splits.validation),
                                      test=_shared_by_batch(splits.test))
@@ -548,9 +651,14 @@ def _upgraded(stored: dict) -> dict:
     return {**stored, "conditional": False, "model": model}
 
 
-def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
-    """Refuses a directory that holds another model, or files that are not a run's."""
+def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> dict | None:
+    """Refuses a directory that holds another model, or files that are not a run's.
+
+    Returns:
+        The run's config.json, or None for a new run.
+    """
     config_path = os.path.join(output_dir, "config.json")
+    stored = None
     if os.path.exists(config_path):
         stored = _upgraded(_read_json_object(
             config_path, "the run's", "restore it, or pick another --output_dir"))
@@ -570,6 +678,50 @@ def _check_output_dir(output_dir: str, identity: dict, chief: bool) -> None:
             if name != _LOCK_NAME and not name.startswith(".partial-")]:
         raise ConfigError(f"{output_dir} is not empty and holds no config.json of a training "
                           f"run; pick another --output_dir")
+    return stored
+
+
+def _setting_changes(config: TrainConfig, stored: dict | None, state: dict) -> dict:
+    """The training settings of `config` that differ from those the run was trained with.
+
+    Args:
+        config: The settings of this command.
+        stored: The run's config.json, or None for a new run.
+        state: The run's checkpoint state (`Checkpoint.state`).
+
+    Returns:
+        `{name: [old, new]}` for each setting in `_RUN_SETTINGS` that changed, and for
+        `epochs` when fewer than the run has trained; empty for a new run.
+
+    Raises:
+        ConfigError: When some changed and `config.allow_changes` is false, or when a setting
+            that decides an epoch's batches changes in the middle of an epoch.
+    """
+    if stored is None:
+        return {}
+    trained = stored.get("training", {})
+    changes = {name: [trained[name], getattr(config, name)] for name in _RUN_SETTINGS
+               if name in trained and trained[name] != getattr(config, name)}
+    if state["epoch"] > config.epochs:
+        changes["epochs"] = [trained.get("epochs"), config.epochs]
+    if not changes:
+        return {}
+    listed = "; ".join(f"{name} {old} -> {new}" for name, (old, new) in changes.items())
+    out = config.output_dir
+    if not config.allow_changes:
+        trained_epochs = (f", and it has trained {state['epoch']} epochs"
+                          if "epochs" in changes else "")
+        raise ConfigError(f"{out} was trained with other settings ({listed}{trained_epochs}); "
+                          f"rerun with the settings it was trained with, pass --allow_changes "
+                          f"to go on with these, or pick another --output_dir")
+    mid_epoch = [name for name in _EPOCH_SETTINGS if name in changes]
+    if mid_epoch and state["step"]:
+        old = " ".join(f"--{name}={changes[name][0]}" for name in mid_epoch)
+        raise ConfigError(f"{', '.join('--' + n for n in mid_epoch)} can change only between "
+                          f"epochs, and {out} stopped {state['step']} steps into epoch "
+                          f"{state['epoch'] + 1}; finish that epoch first (rerun with {old} "
+                          f"--epochs={state['epoch'] + 1})")
+    return changes
 
 
 @contextlib.contextmanager
@@ -831,28 +983,33 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
     """The part of `run` that reads and writes the run directory."""
     out = config.output_dir
     identity = _identity(config, splits, model)
-    _check_output_dir(out, identity, chief)
+    stored = _check_output_dir(out, identity, chief)
+    best_model_path = os.path.join(out, "model.keras")
+    checkpoint = Checkpoint(os.path.join(out, "backup"), best_model_path,
+                            patience=config.patience, every_steps=config.checkpoint_steps,
+                            steps_per_epoch=splits.streamed.steps_per_epoch, write=chief)
+    checkpoint.set_model(model)
+    with strategy.scope():
+        resumed = checkpoint.restore()
+    state = checkpoint.state
+    changes = [*(stored or {}).get("changes", [])]
+    if changed := _setting_changes(config, stored, state):
+        changes.append({"epoch": state["epoch"], "step": state["step"],
+                        "iterations": state["iterations"], "settings": changed})
     if chief:
         os.makedirs(out, exist_ok=True)
         training = {k: v for k, v in dataclasses.asdict(config).items() if k not in identity}
         _write_json_atomically(os.path.join(out, "config.json"),
-                               {**identity, "training": training})
+                               {**identity, "training": training, "changes": changes})
 
-    best_model_path = os.path.join(out, "model.keras")
-    checkpoint = Checkpoint(os.path.join(out, "backup"), best_model_path,
-                            patience=config.patience, every_steps=config.checkpoint_steps,
-                            write=chief)
-    checkpoint.set_model(model)
-    with strategy.scope():
-        resumed = checkpoint.restore()
-    initial_epoch = checkpoint.state["epoch"]
+    initial_epoch, initial_step = state["epoch"], state["step"]
     throughput = _Throughput(config.batch_size)
-    done = initial_epoch >= config.epochs or checkpoint.state["stopped_early"]
+    done = initial_epoch >= config.epochs or state["stopped_early"]
     if resumed and done:
         print(f"{out} finished training after {initial_epoch} epochs; evaluating its best model")
     elif resumed:
-        print(f"Resuming {out} from epoch {initial_epoch + 1}, with the weights saved "
-              f"{checkpoint.state['step']} step(s) into it")
+        print(f"Resuming {out} at epoch {initial_epoch + 1} step {initial_step + 1} (optimizer "
+              f"iteration {state['iterations'] + 1})")
     train_start = time.perf_counter()
     if not done:
         callbacks = [throughput, checkpoint]
@@ -877,8 +1034,10 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
     if os.path.exists(best_model_path):
         checkpoint.load_best()
     evaluate = _evaluator(model, strategy)
-    scores = {split: evaluate(getattr(splits, split))
-              for split in ("train", "validation", "test")}
+    scores = {}
+    for split in ("train", "validation", "test"):
+        scores[split] = evaluate(getattr(splits, split))
+        _kill_point("evaluation")
     broken = [split for split, score in scores.items() if not math.isfinite(score["nll_nats"])]
     if broken:
         raise TrainingError(f"the best model's NLL on the {' and '.join(broken)} data is not "
@@ -891,7 +1050,10 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
         "train_evaluation": "the best weights over one pass of the training split, with "
                             "fresh dequantization noise as in training",
         "epochs": len(state["history"]), "epochs_requested": config.epochs,
+        "iterations": state["iterations"],
         "resumed_from_epoch": initial_epoch if resumed else None,
+        "resumed_from_step": initial_step if resumed else None,
+        "setting_changes": changes,
         "best_epoch": state["best_epoch"], "stopped_early": state["stopped_early"],
         "examples_per_second": throughput.examples_per_second,
         "train_time_s": train_seconds, "wall_time_s": None,
@@ -930,19 +1092,16 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
 
 def _fit(model: FlowModel, config: TrainConfig, strategy: tf.distribute.Strategy, splits,
          checkpoint: Checkpoint, initial_epoch: int, callbacks: list) -> None:
-    """Trains from `initial_epoch` on.
+    """Trains from `initial_epoch` on, from the committed step of a run resumed mid-epoch.
 
-    An array pipeline reshuffles itself every epoch, and an interrupted epoch is rerun whole.
-    A streamed one gives each epoch's batches by number, so a run resumed mid-epoch trains the
-    rest of that epoch first, from the committed step on, then the later epochs; under
-    `MultiWorkerMirroredStrategy` each worker reads its own shard of the training records.
+    The data give each epoch's batches by number, so a run resumed mid-epoch trains the rest
+    of that epoch first, without the steps trained before, then the later epochs: the batches
+    of an uninterrupted run. Under `MultiWorkerMirroredStrategy` each worker reads its share of
+    the training data.
     """
     fit = functools.partial(model.fit, validation_data=splits.validation, callbacks=callbacks,
                             verbose=config.verbose, shuffle=False)
     streamed = splits.streamed
-    if streamed is None:
-        fit(splits.train, epochs=config.epochs, initial_epoch=initial_epoch)
-        return
 
     def batches(first: int, last: int, skip: int = 0):
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -957,7 +1116,7 @@ def _fit(model: FlowModel, config: TrainConfig, strategy: tf.distribute.Strategy
     if skip:
         checkpoint.skipped = skip
         fit(batches(initial_epoch, initial_epoch + 1, skip), epochs=initial_epoch + 1,
-            initial_epoch=initial_epoch)
+            initial_epoch=initial_epoch, steps_per_epoch=streamed.steps_per_epoch - skip)
         checkpoint.skipped = 0
         initial_epoch += 1
         if checkpoint.state["stopped_early"] or initial_epoch >= config.epochs:
@@ -1044,6 +1203,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "Directories of TFRecord or image files: leave out the files that "
                          "cannot be read (named at the end) instead of refusing the data.",
                          flag_values=flag_values)
+    run_settings = ", ".join(f"--{name}" for name in _RUN_SETTINGS)
+    flags.DEFINE_boolean("allow_changes", d.allow_changes,
+                         f"Go on with a run in --output_dir although {run_settings} differ "
+                         f"from the settings it was trained with, or --epochs is below the "
+                         f"epochs it has trained; config.json and metrics.json list the "
+                         f"changes.", flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues = flags.FLAGS) -> TrainConfig:
