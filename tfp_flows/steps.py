@@ -210,8 +210,8 @@ class AutoregressiveStep(keras.layers.Layer):
     alternate orders.
 
     Args:
-        transform: `AffineTransform` (MAF's shift and unbounded log-scale, whatever the
-            transform's `scale_fn`) or
+        transform: `AffineTransform` (MAF's shift and log-scale, the log-scale through the
+            transform's `scale_fn`, which must be symmetric: "soft_clamp", "tanh" or "exp") or
             `SplineTransform` (a rational-quadratic autoregressive flow).
         event_size: D.
         hidden: width of MADE's hidden layers.
@@ -226,6 +226,11 @@ class AutoregressiveStep(keras.layers.Layer):
         if not isinstance(transform, (AffineTransform, SplineTransform)):
             raise ValueError(f"an autoregressive step takes an affine or a spline transform, "
                              f"got {transform!r}.")
+        if getattr(transform, "scale_fn", None) == "sigmoid":
+            # Glow's sigmoid scale only shrinks in one direction: an IAF could never widen its
+            # base, so a posterior wider than N(0, I) (most) would be out of reach.
+            raise ValueError("an autoregressive step takes scale_fn 'soft_clamp', 'tanh' or "
+                             "'exp', not 'sigmoid' (it only scales one way).")
         self.transform = transform
         # MADE makes its masks when constructed, as large as its weights: check first.
         _refuse_oversized(f"{self.name}_made", transform,
@@ -250,7 +255,11 @@ class AutoregressiveStep(keras.layers.Layer):
             return last["params"]
 
         if isinstance(transform, AffineTransform):
-            return [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=parameters)]
+            def shift_and_log_scale(x):
+                shift, raw = parameters(x)
+                return shift, transform.log_scale(raw)
+
+            return [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale)]
 
         def bijector_fn(x, **kwargs):
             # MAF's x -> z is the inverse of this bijector; the spline runs data -> latent.
