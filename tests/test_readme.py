@@ -77,3 +77,26 @@ def test_experiments_row_rounds_the_vi_posterior_json():
         expected = [f"{results[target][kind]['eval']['kl_q_p']:.3f}"
                     for kind in ("iaf", "maf", "mean_field")]
         assert list(quoted) == expected
+
+
+def test_vi_stability_paragraph_is_that_of_vi_stability_json():
+    record = json.loads((RESULTS / "vi_stability.json").read_text())
+    vi, density = record["vi"], record["density"]
+    text = " ".join(_section("TFP inference: flows as variational posteriors").split())
+    runs = len(vi["soft_clamp"]["runs"])
+    assert vi["soft_clamp"]["runs_with_nonfinite_loss"] == 0
+    assert f"run unseeded {runs} times" in text
+    assert f"finite losses all {runs} times" in text
+    assert f"KL(q ‖ p), {vi['soft_clamp']['median_final_loss']})" in text
+    failed = [r["first_nonfinite_step"] for r in vi["exp"]["runs"]
+              if r["first_nonfinite_step"] is not None]
+    assert (f"{len(failed)} of {len(vi['exp']['runs'])} runs went NaN at step "
+            f"{', '.join(map(str, failed))}") in text
+    for scale_fn, after in (("soft_clamp", "nats with it"), ("exp", "without")):
+        nll = " / ".join(f"{run['test_nll']:.4f}" for run in density[scale_fn])
+        assert f"{nll} {after}" in text
+    steps = {run["steps"] for scale_fn in ("soft_clamp", "exp") for run in density[scale_fn]}
+    assert f"{steps.pop()} steps, seeds 0-2" in text and not steps
+    grid = sorted(run["grid_nonfinite"] for run in density["exp"])
+    assert f"{grid[0]:,} to {grid[-1]:,} of 14,641 grid points" in text
+    assert all(run["grid_nonfinite"] == 0 for run in density["soft_clamp"])
