@@ -31,7 +31,8 @@ checked numerically on a grid (`normaliser_check_log_integral` in the JSON).
 
 Posteriors, all starting at N(0, I) (the flows' last MADE layers start at zero): the mean-field
 Gaussian baseline (independent `tfd.Normal`s with trainable loc and softplus scale), an IAF and a
-MAF (`num_layers` MADE layers of 2 x `hidden` ReLU units). Every fit uses the same optimizer,
+MAF (`num_layers` MADE layers of 2 x `hidden` ReLU units, log-scales soft-clamped to +-3, the
+default). Every fit uses the same optimizer,
 learning rate, number of steps, sample size and seeds. The final ELBO is estimated with
 `eval_samples` samples drawn with a fixed seed, with its standard error, the importance-sampled
 log Z estimate (log mean exp(log p - log q), <= log Z in expectation) and the effective sample
@@ -300,9 +301,11 @@ def main() -> None:
         "posteriors": {"mean_field": "tfd.Independent(tfd.Normal(loc, softplus(s))), loc = 0, "
                                      "scale = 1 at start",
                        "iaf": f"tfp_flows.iaf((2,), hidden={args.hidden}, "
-                              f"num_layers={args.layers}).distribution",
+                              f"num_layers={args.layers}).distribution (default "
+                              f"scale_fn='soft_clamp')",
                        "maf": f"tfp_flows.maf((2,), hidden={args.hidden}, "
-                              f"num_layers={args.layers}).distribution"},
+                              f"num_layers={args.layers}).distribution (default "
+                              f"scale_fn='soft_clamp')"},
         "notes": "ELBO, KL, IS log Z (log mean of the importance weights) and ESS (fraction of "
                  "eval_samples) from eval_samples draws of q with seed (seed, 999); "
                  "elbo_curve is -loss of every step (sample_size draws); ms_per_step is the "

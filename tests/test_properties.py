@@ -617,7 +617,7 @@ def builder_arguments(family: str) -> list[str]:
     cls = zoo.FAMILIES[family]
     names = [*cls.vector_args, *cls.transform_args, "num_levels", "alpha", "reversible",
              "num_classes", "context_shape", "preprocessing", "event_shape", "colour"]
-    if family in ("realnvp", "glow"):
+    if family in ("realnvp", "glow", "maf", "iaf"):
         names.append("scale_fn")
     if family == "glow":
         names += ["lu", "num_scales", "split_prior"]

@@ -61,3 +61,49 @@ def test_fit_surrogate_posterior_trains_the_models_own_weights():
     # KL(N(0, I) || TARGET) = 3.25 nats at the start; the fit must recover most of it.
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0
     assert _elbo(model.distribution) > elbo_before + 2.0
+
+
+def _saturated(name: str, raw_log_scale: float) -> tfp_flows.FlowModel:
+    """A 2-layer flow whose MADEs all output `raw_log_scale` as the raw log-scale, as weights
+    that a diverging variational fit reaches."""
+    model = _model(name)
+    for made in model.flow.conditioners:
+        bias = made.biases[-1]
+        # Output columns are (position, parameter): parameter 1 is the raw log-scale.
+        bias.assign(np.tile([0.0, raw_log_scale], bias.shape[0] // 2).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+@pytest.mark.parametrize("raw_log_scale", [-100.0, 100.0])
+def test_autoregressive_scale_is_soft_clamped_by_default(name, raw_log_scale):
+    # Unbounded (the paper's exp), a raw log-scale of +-100 overflows float32 in one direction:
+    # samples or densities of inf, the NaN losses of variational fits to Neal's funnel.
+    model = _saturated(name, raw_log_scale)
+    x = model.sample(64, seed=1)
+    log_prob = model.log_prob(x).numpy()
+    data_log_prob = model.log_prob(np.array([[0.5, -1.0], [2.0, 1.0]], "float32")).numpy()
+    assert np.all(np.isfinite(x)) and np.all(np.isfinite(log_prob))
+    assert np.all(np.isfinite(data_log_prob))
+    # Two layers of two dimensions, each log-scale within +-3: |log det| <= 12 in all.
+    base = tfd.MultivariateNormalDiag(loc=[0.0, 0.0])
+    z = model.encode(x)
+    assert np.all(np.abs(log_prob - base.log_prob(z).numpy()) <= 12.0 + 1e-3)
+
+
+def test_unbounded_scale_stays_available_and_old_saved_models_keep_it():
+    model = tfp_flows.maf((2,), hidden=8, num_layers=1, scale_fn="exp")
+    assert model.flow.get_config()["scale_fn"] == "exp"
+    assert tfp_flows.maf((2,), hidden=8, num_layers=1).flow.get_config()["scale_fn"] == (
+        "soft_clamp")
+    # A MAF saved before scale_fn existed was trained with the unbounded scale.
+    config = tfp_flows.maf((2,), hidden=8, num_layers=1).flow.get_config()
+    del config["scale_fn"]
+    assert tfp_flows.MAF.from_config(config).scale_fn == "exp"
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_sigmoid_scale_is_refused_for_autoregressive_flows(name):
+    # Glow's sigmoid only shrinks data -> latent: an IAF could not widen its base.
+    with pytest.raises(ValueError, match="not 'sigmoid'"):
+        BUILDERS[name]((2,), hidden=8, num_layers=1, scale_fn="sigmoid")

@@ -1,9 +1,26 @@
 """tfp_flows: normalizing flows as TensorFlow Probability bijectors inside Keras 3 models."""
 
-from tfp_flows import bijectors, nets, steps
-from tfp_flows.export import export_saved_model
-from tfp_flows.flow_model import FlowModel
-from tfp_flows.zoo import (
+import os
+
+_NEEDS_TENSORFLOW = ("tfp_flows needs Keras' TensorFlow backend (its bijectors are TensorFlow "
+                     "Probability's); Keras is set to {!r}: set KERAS_BACKEND=tensorflow before "
+                     "importing keras or tfp_flows.")
+
+# Checked before Keras is imported: Keras would otherwise fail deep inside its own import when
+# that backend is not installed, or run our TensorFlow code on another backend's tensors.
+if os.environ.get("KERAS_BACKEND", "tensorflow") not in ("", "tensorflow"):
+    raise ImportError(_NEEDS_TENSORFLOW.format(os.environ["KERAS_BACKEND"]))
+
+import keras  # noqa: E402
+
+# keras.json, or a Keras imported earlier under another backend.
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(_NEEDS_TENSORFLOW.format(keras.backend.backend()))
+
+from tfp_flows import bijectors, nets, steps  # noqa: E402
+from tfp_flows.export import export_saved_model  # noqa: E402
+from tfp_flows.flow_model import FlowModel  # noqa: E402
+from tfp_flows.zoo import (  # noqa: E402
     FAMILIES,
     IAF,
     MAF,

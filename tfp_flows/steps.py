@@ -48,14 +48,42 @@ def _constant_weight(layer: keras.layers.Layer, value: np.ndarray, name: str, tr
                             initializer=lambda shape, dtype=None: np.asarray(value, "float32"))
 
 
+# The most parameters one conditioner network may hold: 2**28 is 1 GiB of float32 weights,
+# 4 GiB with their gradient and Adam's two moments. A size past it (bins=10**6 made 2.3e9
+# parameters) spent minutes and tens of GB allocating zeros before anything failed.
+MAX_CONDITIONER_PARAMETERS = 2 ** 28
+
+
+def _refuse_oversized(name: str, transform: Transform, sizes: list[int], kernel_shape,
+                      copies: int = 1):
+    """Refuses, before any weight exists, a conditioner whose dense or convolutional layers
+    map `sizes[0]` inputs through `sizes[1:]` (`kernel_shape(index, fan_in, fan_out)` gives
+    a layer's kernel) and that would hold more than `MAX_CONDITIONER_PARAMETERS`."""
+    layers = enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+    count = copies * sum(int(np.prod(kernel_shape(index, fan_in, fan_out))) + fan_out
+                         for index, (fan_in, fan_out) in layers)
+    if count > MAX_CONDITIONER_PARAMETERS:
+        raise ValueError(
+            f"{name} would hold at least {count:,} parameters ({count * 4 / 2**30:,.1f} GiB of "
+            f"float32 weights), more than the {MAX_CONDITIONER_PARAMETERS:,} one conditioner "
+            f"may hold: {sizes[-2]:,} hidden units feed {sizes[-1]:,} outputs "
+            f"({transform.params_per_entry:,} per entry for {transform!r}). Lower hidden, or "
+            f"bins for a spline.")
+
+
 def _coupling_net(transform: Transform, transformed: int, event_rank: int, hidden: int,
                   num_hidden: int, context_size: int, **kwargs):
     """A coupling's conditioner: an `MLP` for vectors, a `ConvNet` for images, with outputs
     for `transformed` entries of `transform`."""
     width = transform.params_per_entry * transformed
     if event_rank == 1:
-        return MLP(width, (hidden,) * num_hidden, context_size=context_size, **kwargs)
-    return ConvNet(width, hidden, num_hidden, context_size=context_size, **kwargs)
+        net = MLP(width, (hidden,) * num_hidden, context_size=context_size, **kwargs)
+    else:
+        net = ConvNet(width, hidden, num_hidden, context_size=context_size, **kwargs)
+    # One conditioning input at least: the count is a lower bound.
+    _refuse_oversized(net.name, transform, [context_size + 1, *net.hidden_sizes, width],
+                      net.kernel_shape, net.copies or 1)
+    return net
 
 
 class CouplingStep(keras.layers.Layer):
@@ -182,8 +210,8 @@ class AutoregressiveStep(keras.layers.Layer):
     alternate orders.
 
     Args:
-        transform: `AffineTransform` (MAF's shift and unbounded log-scale, whatever the
-            transform's `scale_fn`) or
+        transform: `AffineTransform` (MAF's shift and log-scale, the log-scale through the
+            transform's `scale_fn`, which must be symmetric: "soft_clamp", "tanh" or "exp") or
             `SplineTransform` (a rational-quadratic autoregressive flow).
         event_size: D.
         hidden: width of MADE's hidden layers.
@@ -198,7 +226,17 @@ class AutoregressiveStep(keras.layers.Layer):
         if not isinstance(transform, (AffineTransform, SplineTransform)):
             raise ValueError(f"an autoregressive step takes an affine or a spline transform, "
                              f"got {transform!r}.")
+        if getattr(transform, "scale_fn", None) == "sigmoid":
+            # Glow's sigmoid scale only shrinks in one direction: an IAF could never widen its
+            # base, so a posterior wider than N(0, I) (most) would be out of reach.
+            raise ValueError("an autoregressive step takes scale_fn 'soft_clamp', 'tanh' or "
+                             "'exp', not 'sigmoid' (it only scales one way).")
         self.transform = transform
+        # MADE makes its masks when constructed, as large as its weights: check first.
+        _refuse_oversized(f"{self.name}_made", transform,
+                          [event_size, *(hidden,) * num_hidden,
+                           event_size * transform.params_per_entry],
+                          lambda index, fan_in, fan_out: (fan_in, fan_out))
         self.made = MADE(event_size, (hidden,) * num_hidden, params=transform.params_per_entry,
                          reverse=reverse, context_size=context_size, name=f"{self.name}_made")
 
@@ -217,7 +255,11 @@ class AutoregressiveStep(keras.layers.Layer):
             return last["params"]
 
         if isinstance(transform, AffineTransform):
-            return [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=parameters)]
+            def shift_and_log_scale(x):
+                shift, raw = parameters(x)
+                return shift, transform.log_scale(raw)
+
+            return [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale)]
 
         def bijector_fn(x, **kwargs):
             # MAF's x -> z is the inverse of this bijector; the spline runs data -> latent.

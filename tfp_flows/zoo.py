@@ -492,6 +492,12 @@ class MAF(Flow):
     D passes. Vectors only. `transform="spline"` makes each layer a rational-quadratic
     autoregressive spline (with `bins` and `bound`) instead of MAF's affine map.
 
+    The affine map's log-scale is soft-clamped to +-3 per layer by default
+    (`scale_fn="soft_clamp"`, or "tanh"; see `AffineTransform`): the paper's unbounded one
+    (`scale_fn="exp"`) can overflow float32 in one layer and turn a whole variational fit
+    NaN (`experiments/vi_stability.py`). A MAF saved without `scale_fn` loads as "exp", the
+    scale it was trained with.
+
     [1] Papamakarios, Pavlakou, Murray. Masked Autoregressive Flow for Density Estimation.
         https://arxiv.org/abs/1705.07057
     """
@@ -500,8 +506,8 @@ class MAF(Flow):
     transform_args = ("transform", "bins", "bound")
 
     def __init__(self, event_shape, num_layers: int = 5, hidden: int = 512, num_hidden: int = 2,
-                 transform: str | None = None, bins: int | None = None,
-                 bound: float | None = None, **kwargs):
+                 transform: str | None = None, scale_fn: str | None = None,
+                 bins: int | None = None, bound: float | None = None, **kwargs):
         super().__init__(event_shape, **kwargs)
         if self.is_image:
             raise ValueError(f"{type(self).__name__} takes vector events (D,), got "
@@ -509,7 +515,8 @@ class MAF(Flow):
         if transform == "additive":
             raise ValueError(f"{type(self).__name__} takes transform='affine' or 'spline', "
                              f"got 'additive'.")
-        autoregressive = self._transform(transform or "affine", None, bins, bound, "exp")
+        autoregressive = self._transform(transform or "affine", scale_fn, bins, bound,
+                                         "soft_clamp")
         self.num_layers = _integer("num_layers", num_layers)
         self.hidden = _integer("hidden", hidden)
         self.num_hidden = _integer("num_hidden", num_hidden, 0)
@@ -520,10 +527,16 @@ class MAF(Flow):
                       for i in range(self.num_layers)]
 
     def get_config(self):
-        config = {**super().get_config(), "num_layers": self.num_layers, "hidden": self.hidden,
-                  "num_hidden": self.num_hidden, **self._transform_config()}
-        config.pop("scale_fn", None)
-        return config
+        return {**super().get_config(), "num_layers": self.num_layers, "hidden": self.hidden,
+                "num_hidden": self.num_hidden, **self._transform_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("transform", "affine") == "affine":
+            # Saved before scale_fn was an option: those weights were trained unbounded.
+            config.setdefault("scale_fn", "exp")
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
