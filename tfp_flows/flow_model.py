@@ -150,7 +150,11 @@ class FlowModel(keras.Model):
     `sample(n, context=c)`, `encode`/`decode` with `context=`, and
     `conditional_distribution(c)`, the `tfd.TransformedDistribution` for one context (or a
     batch of them). A context is a float vector `(K,)` per example, or an integer label; one
-    context (shape `(K,)`, or a scalar label) applies to a whole batch.
+    context (shape `(K,)`, or a scalar label) applies to a whole batch. A context with NaN
+    or Inf gets the rule of a NaN x: its rows' log-density, latent and sample are NaN (in
+    every method, distribution and exported signature; `fit` refuses such batches); class
+    labels out of range are refused (by an in-graph check inside `fit`/`evaluate`/`predict`
+    on a dataset, and NaN where XLA drops that check).
 
     `model(x)` returns `log_prob(x)`; `model.distribution` is a `tfd.TransformedDistribution`
     over the same variables, usable in any TF pipeline, including TFP's inference
@@ -371,7 +375,7 @@ class FlowModel(keras.Model):
                 f"{dtype.name}. Dequantize integer pixels first (x + uniform noise), e.g. with "
                 f"tfp_flows.datasets.")
         x = tf.convert_to_tensor(x)
-        if dtype.max > _FLOAT32_MAX:
+        if dtype == tf.float64:
             # A finite value beyond float32's range would become inf in the cast, and an inf
             # x has no density (NaN); as the largest float32 its density underflows to -inf,
             # the answer float32's own 3e38 gets.
