@@ -229,3 +229,139 @@ def test_conditional_export_takes_the_context_in_every_signature(kind, tmp_path)
                                                      seed=9), rtol=1e-5, atol=1e-5)
     with pytest.raises(tf.errors.InvalidArgumentError, match="batch size 1 or the batch size"):
         served["log_prob"](x=tf.constant(x), context=tf.constant(context[:2]))
+
+
+CONTEXT_BUILDERS = {**{f"vector_{name}": build for name, build in VECTOR_BUILDERS.items()},
+                    **{f"image_{name}": build for name, build in IMAGE_BUILDERS.items()}}
+
+
+@pytest.mark.parametrize("family", sorted(CONTEXT_BUILDERS))
+def test_a_nan_or_inf_context_gives_nan_like_a_nan_x(family):
+    """The conditioners' ReLUs turned a NaN context into numbers: finite densities, latents
+    and samples for a context that has none."""
+    model = CONTEXT_BUILDERS[family](context_shape=(K,))
+    _randomize(model)  # the conditioners start at zero, where a context changes nothing
+    x = _pixels(4) if family.startswith("image") else _vectors(4)[0]
+    context = _vectors(4)[1]
+    context[0, 0], context[1, 2], context[2, 1] = np.nan, np.inf, -np.inf
+    bad, good = slice(0, 3), 3
+    log_prob = model.log_prob(x, context).numpy()
+    assert np.isnan(log_prob[bad]).all() and np.isfinite(log_prob[good]), log_prob
+    np.testing.assert_allclose(log_prob[good], model.log_prob(x[good:], context[good:])[0],
+                               rtol=1e-5)
+    distribution = model.conditional_distribution(context)
+    np.testing.assert_array_equal(np.isnan(distribution.log_prob(x).numpy()),
+                                  np.isnan(log_prob))
+    rows = tuple(range(1, x.ndim))
+    z = model.encode(x, context).numpy().reshape(4, -1)
+    assert np.isnan(z[bad]).all() and np.isfinite(z[good]).all()
+    sampled = model.sample(4, context=context, seed=1).numpy()
+    assert np.isnan(sampled[bad]).all(axis=rows).all() and np.isfinite(sampled[good]).all()
+    assert np.isnan(model.sample(2, context=context[0], seed=1).numpy()).all()
+    predicted = model.predict((x, context), batch_size=2, verbose=0)
+    np.testing.assert_array_equal(np.isnan(predicted), np.isnan(log_prob))
+    model.compile("adam")
+    assert np.isnan(model.evaluate(x, context, verbose=0, return_dict=True)["loss"])
+
+
+def test_a_context_too_large_for_float32_gives_minus_inf_not_nan():
+    model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
+    _randomize(model, scale=1.0)
+    x, context = _vectors(2)
+    context[0] = 1e30
+    log_prob = model.log_prob(x, context).numpy()
+    assert log_prob[0] == -np.inf and np.isfinite(log_prob[1])
+
+
+@pytest.mark.parametrize("label", [3, -1])
+@pytest.mark.parametrize("call", ["evaluate", "predict"])
+def test_labels_out_of_range_in_a_dataset_are_refused(call, label):
+    """Arrays were refused; a dataset's labels reached tf.one_hot, which gives zeros."""
+    model = VECTOR_BUILDERS["realnvp"](num_classes=K)
+    model.compile("adam")
+    labels = np.array([0, 1, label, 2, 0, 1, 2, 0])
+    pairs = tf.data.Dataset.from_tensor_slices((_vectors(8)[0], labels)).batch(4)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
+                       match=rf"{call} expects class labels in \[0, 3\)"):
+        getattr(model, call)(pairs, verbose=0)
+
+
+def test_labels_out_of_range_give_nan_where_xla_drops_the_check():
+    model = VECTOR_BUILDERS["realnvp"](num_classes=K)
+    x = _vectors(3)[0]
+    log_prob = tf.function(lambda x, c: model._log_prob(x, c), jit_compile=True)(
+        tf.constant(x), tf.constant([0, 3, -1], tf.int64)).numpy()
+    assert np.isfinite(log_prob[0]) and np.isnan(log_prob[1:]).all()
+
+
+def test_conditional_prior_gradients_reach_a_distribution_built_before_the_tape():
+    """Glow's conditional prior computed its mean and scale when the bijector was built."""
+    model = IMAGE_BUILDERS["glow"](num_classes=K)
+    distribution = model.conditional_distribution(np.array([0, 2, 1, 1]))
+    prior = next(layer for layer in model.flow._flatten_layers()
+                 if type(layer).__name__ == "ConditionalPrior")
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_mean(distribution.log_prob(_pixels()))
+    gradients = tape.gradient(loss, prior.trainable_variables)
+    assert len(gradients) == 2
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in gradients)
+
+
+@pytest.mark.parametrize("call, message", [
+    # The conditioner's broadcast failed: "Incompatible shapes [3,3] vs [8,3]".
+    (lambda m, x: m.conditional_distribution(np.array([0, 1, 2])).log_prob(x),
+     r"conditional_distribution: a batch of contexts pairs .* got 3 contexts"),
+    # "Cannot convert a symbolic tf.Tensor".
+    (lambda m, x: m.fit(tf.data.Dataset.from_tensor_slices(
+        (x, (np.zeros(8, "int64"),))).batch(4), epochs=1, verbose=0),
+     r"fit expects .* got a tuple of 1 tensors"),
+    # "Cannot iterate over a shape with unknown rank".
+    (lambda m, x: m.fit(tf.data.Dataset.from_tensor_slices(
+        (x, np.zeros((8, 1), "int64"))).batch(4), epochs=1, verbose=0),
+     r"fit expects a context of shape \(batch,\) or a scalar"),
+    # Named conditional_bijector.
+    (lambda m, x: m.conditional_distribution(np.array([0.5])),
+     "conditional_distribution expects integer class labels"),
+    # An InvalidArgumentError with TF's graph traceback.
+    (lambda m, x: m.fit(tf.data.Dataset.from_tensor_slices(
+        (x, np.full(8, 3))).batch(4), epochs=1, verbose=0), r"class labels"),
+])
+def test_context_errors_are_clear_value_errors(call, message):
+    model = VECTOR_BUILDERS["realnvp"](num_classes=K)
+    model.compile("adam")
+    before = [v.numpy() for v in model.variables]
+    x = np.concatenate([_vectors(4)[0], _vectors(4, seed=1)[0]])
+    with pytest.raises(ValueError, match=message):
+        call(model, x)
+    for variable, value in zip(model.variables, before, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_one_label_for_a_whole_batch_in_fit_and_evaluate():
+    """fit(x, 1) failed in Keras with "Unrecognized data type", though documented."""
+    model = VECTOR_BUILDERS["realnvp"](num_classes=K)
+    model.compile("adam")
+    x = _vectors(8)[0]
+    model.fit(x, 1, batch_size=4, epochs=1, verbose=0)
+    np.testing.assert_allclose(model.evaluate(x, 2, verbose=0, return_dict=True)["loss"],
+                               -np.mean(model.log_prob(x, context=2)), rtol=1e-5)
+    np.testing.assert_allclose(model.predict((x, 2), verbose=0), model.log_prob(x, context=2),
+                               rtol=1e-5)
+
+
+def test_exported_signatures_give_nan_for_a_nan_context(tmp_path):
+    model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
+    _randomize(model)
+    x, context = _vectors(3)
+    context[0, 1] = np.nan
+    served = tf.saved_model.load(tfp_flows.export_saved_model(model, tmp_path / "1")).signatures
+    context = tf.constant(context)
+    log_prob = served["log_prob"](x=tf.constant(x), context=context)["log_prob"].numpy()
+    assert np.isnan(log_prob[0]) and np.isfinite(log_prob[1:]).all()
+    z = served["encode"](x=tf.constant(x), context=context)["z"].numpy()
+    assert np.isnan(z[0]).all() and np.isfinite(z[1:]).all()
+    back = served["decode"](z=tf.zeros((3, 4)), context=context)["x"].numpy()
+    assert np.isnan(back[0]).all() and np.isfinite(back[1:]).all()
+    sampled = served["sample"](n=tf.constant(3), temperature=tf.constant(1.0),
+                               seed=tf.constant(1, tf.int64), context=context)["x"].numpy()
+    assert np.isnan(sampled[0]).all() and np.isfinite(sampled[1:]).all()

@@ -121,6 +121,8 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
     A conditional model's signatures all take one more input, `context`: int32 class labels
     [batch] (`num_classes` models) or float32 vectors [batch, K] (`context_shape` models),
     with batch size 1 (one context for every example or sample) or that of the other input.
+    A context vector with NaN or Inf gives NaN outputs for its rows, as a NaN x does; class
+    labels out of range fail with an InvalidArgumentError.
 
     Inputs of the wrong dtype are rejected by the signature; inputs of the wrong event shape
     fail with an InvalidArgumentError naming the expected shape. The graph reads the current

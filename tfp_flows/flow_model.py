@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import re
 
 import keras
 import numpy as np
@@ -40,6 +42,11 @@ def _array_like(value, where: str, expected: str):
     if isinstance(value, dict):
         raise ValueError(f"{where} expects {expected}, got a dict with keys "
                          f"{sorted(map(str, value))}; pass the array itself.")
+    if isinstance(value, (tuple, list)) and any(
+            tf.is_tensor(v) and not tf.executing_eagerly() for v in tf.nest.flatten(value)):
+        raise ValueError(f"{where} expects {expected}, got a {type(value).__name__} of "
+                         f"{len(value)} tensors (a dataset of (x, (context,))?); pass the "
+                         f"tensor itself: (x, context).")
     if value is None or isinstance(value, (str, bytes)):
         raise ValueError(f"{where} expects {expected}, got {value!r}.")
     if not hasattr(value, "dtype"):
@@ -52,6 +59,74 @@ def _array_like(value, where: str, expected: str):
         raise ValueError(f"{where} expects {expected}, got an array of Python objects (dtype "
                          f"object, e.g. dicts or ragged lists).")
     return value
+
+
+class _Refused(ValueError, tf.errors.InvalidArgumentError):
+    """A refusal found by an in-graph check: the promised ValueError, and still the
+    InvalidArgumentError that code written against TF's own error catches."""
+
+    def __init__(self, message: str):
+        tf.errors.InvalidArgumentError.__init__(self, None, None, message)
+
+
+@contextlib.contextmanager
+def _refusals_as_value_errors():
+    """Turns a failed in-graph check (`tf.debugging.Assert` in Keras' step functions) into
+    the ValueError it stands for, with its message and without TF's graph traceback."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        found = re.search(r"assertion failed: \[(.*?)\]\n", error.message + "\n")
+        if found is None or isinstance(error, _Refused):
+            raise
+        raise _Refused(found.group(1).replace("] [", " ")) from None
+
+
+class _UndefinedWhere(tfb.Bijector):
+    """x = z + u with u 0 or NaN per context row: the rows of invalid contexts become NaN.
+
+    `undefined` has shape `(batch, 1, ...)` (a batch of contexts, paired row by row with the
+    inputs) or `(1, ...)` (one context for any input), with `event_ndims` trailing ones.
+    """
+
+    def __init__(self, undefined, event_ndims: int, where: str):
+        parameters = dict(locals())
+        self._undefined, self._event_ndims, self._where = undefined, event_ndims, where
+        super().__init__(forward_min_event_ndims=event_ndims, is_constant_jacobian=True,
+                         parameters=parameters, name="undefined_where")
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return {}
+
+    def _paired(self, t):
+        """`t` once its batch is checked against the contexts' (a clear error, not a
+        broadcasting failure deep in a conditioner)."""
+        if self._undefined.shape.rank == self._event_ndims:
+            return t
+        contexts, axis = tf.shape(self._undefined)[0], t.shape.rank - self._event_ndims - 1
+        static = self._undefined.shape[0], t.shape[axis] if axis >= 0 else 1
+        message = (f"{self._where}: a batch of contexts pairs with a batch of inputs of the "
+                   f"same size (or give one context for any batch)")
+        if None not in static and static[0] not in (1, static[1]):
+            raise ValueError(f"{message}; got {static[0]} contexts and inputs of shape "
+                             f"{tuple(t.shape)}.")
+        if None in static:
+            size = tf.shape(t)[axis] if axis >= 0 else 1
+            with tf.control_dependencies([tf.debugging.Assert(
+                    (contexts == 1) | (size == contexts), [message + "; got contexts and inputs:",
+                                               contexts, size])]):
+                return tf.identity(t)
+        return t
+
+    def _forward(self, z):
+        return self._paired(z) + tf.cast(self._undefined, z.dtype)
+
+    def _inverse(self, x):
+        return self._paired(x) - tf.cast(self._undefined, x.dtype)
+
+    def _forward_log_det_jacobian(self, z):
+        return tf.zeros([], z.dtype)
 
 
 def _describe_shape(shape) -> str:
@@ -75,7 +150,11 @@ class FlowModel(keras.Model):
     `sample(n, context=c)`, `encode`/`decode` with `context=`, and
     `conditional_distribution(c)`, the `tfd.TransformedDistribution` for one context (or a
     batch of them). A context is a float vector `(K,)` per example, or an integer label; one
-    context (shape `(K,)`, or a scalar label) applies to a whole batch.
+    context (shape `(K,)`, or a scalar label) applies to a whole batch. A context with NaN
+    or Inf gets the rule of a NaN x: its rows' log-density, latent and sample are NaN (in
+    every method, distribution and exported signature; `fit` refuses such batches); class
+    labels out of range are refused (by an in-graph check inside `fit`/`evaluate`/`predict`
+    on a dataset, and NaN where XLA drops that check).
 
     `model(x)` returns `log_prob(x)`; `model.distribution` is a `tfd.TransformedDistribution`
     over the same variables, usable in any TF pipeline, including TFP's inference
@@ -155,6 +234,14 @@ class FlowModel(keras.Model):
                                  f" got values in [{values.min()}, {values.max()}].")
         # int64 labels: a graph's int64 labels reach the in-graph range check unwrapped.
         context = tf.cast(context, tf.int64 if labels else tf.float32)
+        if labels and not tf.executing_eagerly():
+            # A dataset's labels arrive inside Keras' step functions: checked there, as fit
+            # checks its batches (where XLA drops the check, they give NaN: see _bijector).
+            in_range = tf.debugging.Assert(tf.reduce_all(self._valid_context(context)), [
+                f"{where} expects class labels in [0, {self.flow.num_classes}), got values "
+                f"in", tf.reduce_min(context), tf.reduce_max(context)])
+            with tf.control_dependencies([in_range]):
+                context = tf.identity(context)
         event_rank = 0 if labels else 1
         shape = tuple(context.shape)
         if len(shape) == event_rank:
@@ -182,9 +269,38 @@ class FlowModel(keras.Model):
         """
         return self.conditional_bijector(None)
 
-    def conditional_bijector(self, context) -> tfb.Bijector:
-        """f_c: latent z -> data x given `context` (checked as everywhere else)."""
-        return self.flow.bijector(self._check_context(context, "conditional_bijector"))
+    def conditional_bijector(self, context, where: str = "conditional_bijector"
+                             ) -> tfb.Bijector:
+        """f_c: latent z -> data x given `context` (checked as everywhere else; errors name
+        `where`)."""
+        return self._bijector(self._check_context(context, where), where=where)
+
+    def _valid_context(self, context) -> tf.Tensor:
+        """Per context row: finite (a vector) or in [0, num_classes) (a label)."""
+        if self.flow.num_classes:
+            return (context >= 0) & (context < self.flow.num_classes)
+        return tf.reduce_all(tf.math.is_finite(context), axis=-1)
+
+    def _bijector(self, context, initialize: bool = False,
+                  where: str = "conditional_distribution") -> tfb.Bijector:
+        """The flow's bijector for `context`, undefined (NaN) where the context is invalid.
+
+        The conditioners would turn a NaN context into numbers (a ReLU maps NaN to 0), so a
+        NaN or Inf context, or a label out of range that no check refused (inside a graph),
+        is given the rule of a NaN x: a last step x = z + NaN on its rows makes their
+        log-density, latent and sample NaN, on every path (the distributions, the exported
+        signatures) and with no effect on the values or gradients of the other rows.
+        """
+        bijector = self.flow.bijector(context, initialize)
+        if context is None:
+            return bijector
+        undefined = tf.where(self._valid_context(context), 0.0, np.nan)
+        rank = len(self.event_shape)
+        # One context keeps the event's shape (no batch axis of 1 is added to an unbatched
+        # event); a batch of them pairs row by row.
+        leading = () if context.shape[0] == 1 else (-1,)
+        undefined = tf.reshape(undefined, leading + (1,) * rank)
+        return tfb.Chain([_UndefinedWhere(undefined, rank, where), bijector])
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -228,10 +344,11 @@ class FlowModel(keras.Model):
         """
         if not self.is_conditional:
             raise ValueError("this model is unconditional: use model.distribution.")
-        return self._distribution(self.conditional_bijector(context))
+        return self._distribution(self.conditional_bijector(context,
+                                                            "conditional_distribution"))
 
     def _log_prob(self, x, context=None):
-        bijector = self.flow.bijector(context)
+        bijector = self._bijector(context)
         z = bijector.inverse(x)
         base = self.base_distribution()
         event_ndims = len(self.event_shape)
@@ -240,8 +357,10 @@ class FlowModel(keras.Model):
         log_prob = base.log_prob(tf.cast(z, tf.float32)) + tf.cast(log_det, tf.float32)
         # A finite x so far out that float32 overflows inside the flow (a latent of inf, then
         # inf - inf) comes out NaN; its density is below float32's range: -inf. A NaN in x
-        # stays NaN.
+        # (or an invalid context) stays NaN.
         finite = tf.reduce_all(tf.math.is_finite(x), axis=list(range(-event_ndims, 0)))
+        if context is not None:
+            finite &= self._valid_context(context)
         return tf.where(tf.math.is_nan(log_prob) & finite,
                         tf.constant(-np.inf, log_prob.dtype), log_prob)
 
@@ -255,7 +374,14 @@ class FlowModel(keras.Model):
                 f"{where} expects floating-point inputs of shape {expected}, got dtype "
                 f"{dtype.name}. Dequantize integer pixels first (x + uniform noise), e.g. with "
                 f"tfp_flows.datasets.")
-        x = tf.cast(x, tf.float32) if dtype != tf.float32 else tf.convert_to_tensor(x)
+        x = tf.convert_to_tensor(x)
+        if dtype == tf.float64:
+            # A finite value beyond float32's range would become inf in the cast, and an inf
+            # x has no density (NaN); as the largest float32 its density underflows to -inf,
+            # the answer float32's own 3e38 gets.
+            x = tf.where(tf.math.is_finite(x), tf.clip_by_value(x, -_FLOAT32_MAX, _FLOAT32_MAX),
+                         x)
+        x = tf.cast(x, tf.float32)
         shape = tuple(x.shape)
         if len(shape) != len(self.event_shape) + 1 or any(
                 got is not None and got != want
@@ -306,10 +432,10 @@ class FlowModel(keras.Model):
         return self._compiled("encode", self._encode, *self._inputs(x, context, "encode"))
 
     def _encode(self, x, context=None):
-        return self.flow.bijector(context).inverse(x)
+        return self._bijector(context).inverse(x)
 
     def _decode(self, z, context=None):
-        return self.flow.bijector(context).forward(z)
+        return self._bijector(context).forward(z)
 
     def decode(self, z, context=None) -> tf.Tensor:
         """x = f_c(z), the data of latent z."""
@@ -336,7 +462,7 @@ class FlowModel(keras.Model):
         return tf.random.stateless_normal(shape, seed=seed) * tf.cast(temperature, tf.float32)
 
     def _sample(self, n, temperature, seed, context=None):
-        return self.flow.bijector(context).forward(self.latent_noise(n, temperature, seed))
+        return self._bijector(context).forward(self.latent_noise(n, temperature, seed))
 
     def sample(self, n: int, context=None, temperature: float = 1.0, seed=None) -> tf.Tensor:
         """`n` samples x = f_c(z) with z ~ N(0, temperature^2 I).
@@ -462,7 +588,7 @@ class FlowModel(keras.Model):
         x, context = _unpack(data)
         if context is None and isinstance(x, (tuple, list)):
             x, context = _unpack(tuple(x))  # predict((x, context)) arrives as one input
-        return self.log_prob(x, context)
+        return self._log_prob(*self._inputs(x, context, "predict"))
 
     def compile(self, optimizer="adam", loss=None, jit_compile=False, **kwargs):
         """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken.
@@ -487,7 +613,7 @@ class FlowModel(keras.Model):
 
         Runs the data-dependent initialisation of ActNorm on the first batch first.
         """
-        self._check_arrays(x, y, "fit")
+        y = self._check_arrays(x, y, "fit")
         self.initialize_from_data(x, batch_size, context=y)
         optimizer = getattr(self, "optimizer", None)
         if optimizer is not None and not optimizer.built:
@@ -495,35 +621,49 @@ class FlowModel(keras.Model):
             # step; creating its slots there makes tf.function trace the whole step twice.
             with self.distribute_strategy.scope():
                 optimizer.build(self.trainable_variables)
-        return super().fit(x, y, batch_size=batch_size, **kwargs)
+        if isinstance(x, tf.data.Dataset):
+            # Keras' default shuffle=True does nothing to a dataset but warn that it does
+            # nothing; a dataset shuffles itself.
+            kwargs.setdefault("shuffle", False)
+        with _refusals_as_value_errors():
+            return super().fit(x, y, batch_size=batch_size, **kwargs)
 
     def evaluate(self, x=None, y=None, **kwargs):
         """Keras `evaluate`; `y` is the context of a conditional model (or None)."""
-        self._check_arrays(x, y, "evaluate")
-        return super().evaluate(x, y, **kwargs)
+        y = self._check_arrays(x, y, "evaluate")
+        with _refusals_as_value_errors():
+            return super().evaluate(x, y, **kwargs)
 
     def predict(self, x, **kwargs):
         """Keras `predict`: log p(x) per example; `x` may be `(x, context)`."""
-        arrays = x if isinstance(x, tuple) and len(x) == 2 else (x, None)
-        self._check_arrays(*arrays, "predict")
-        return super().predict(x, **kwargs)
+        if isinstance(x, tuple) and len(x) == 2:
+            x = (x[0], self._check_arrays(*x, "predict"))
+        else:
+            self._check_arrays(x, None, "predict")
+        with _refusals_as_value_errors():
+            return super().predict(x, **kwargs)
 
-    def _check_arrays(self, x, context, where: str) -> None:
+    def _check_arrays(self, x, context, where: str):
         """The library's checks on array inputs of fit/evaluate/predict, before Keras sees them.
 
         Keras' data adapters turn bad arrays into errors about their own internals (or run no
-        step at all); datasets and generators are checked batch by batch in the steps.
+        step at all); datasets and generators are checked batch by batch in the steps. Returns
+        the context, repeated for every example when one context was given for an array of x
+        (Keras' adapters take only one per example).
         """
         if isinstance(x, (tf.data.Dataset, keras.utils.PyDataset)) or (
                 x is not None and not hasattr(x, "dtype") and hasattr(x, "__next__")):
-            return
+            return context
         x = _array_like(x, where, f"x of shape (batch, {', '.join(map(str, self.event_shape))})"
                                   f" or a tf.data.Dataset")
         if not getattr(x, "ndim", 0):
             self._check_input(x, where)  # a scalar: refused with the expected shape
         _require_examples(x, where)
         self._check_input(x[:1], where)
-        self._check_context(context, where, batch=x.shape[0])
+        checked = self._check_context(context, where, batch=x.shape[0])
+        if checked is None or np.ndim(context) == checked.shape.rank and len(x) == len(checked):
+            return context
+        return np.repeat(checked.numpy(), len(x), axis=0)
 
     def initialize_from_data(self, data, batch_size=None, *, context=None) -> None:
         """Runs ActNorm's data-dependent initialisation once, on the first batch of `data`.

@@ -140,6 +140,16 @@ class _Row:
         return self._variable[self._index].assign(value)
 
 
+class _Computed:
+    """A tensor computed anew on every use (every conversion), from the variables' values then."""
+
+    def __init__(self, compute):
+        self._compute = compute
+
+    def __tf_tensor__(self, dtype=None, name=None):
+        return keras.ops.convert_to_tensor(self._compute(), dtype=dtype)
+
+
 class GlowSteps(keras.layers.Layer):
     """`depth` steps of Glow on one event shape: ActNorm, invertible 1x1 convolution, coupling.
 
@@ -304,10 +314,17 @@ class ConditionalPrior(keras.layers.Layer):
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
         if context is None:
             raise ValueError("ConditionalPrior needs a context.")
-        params = self.dense(context)
-        params = keras.ops.reshape(params, (-1, *(1,) * (self.event_rank - 1), 2 * self.channels))
-        loc, log_scale = keras.ops.split(params, 2, axis=-1)
-        return [ShiftAndScale(loc, log_scale, event_ndims=self.event_rank)]
+
+        def parameter(index: int):
+            params = self.dense(context)
+            params = keras.ops.reshape(params, (-1, *(1,) * (self.event_rank - 1),
+                                                2 * self.channels))
+            return keras.ops.split(params, 2, axis=-1)[index]
+
+        # Computed on every use, as the couplings call their networks: a distribution built
+        # before a GradientTape opens must still read the dense layer's weights under it.
+        return [ShiftAndScale(_Computed(lambda: parameter(0)), _Computed(lambda: parameter(1)),
+                              event_ndims=self.event_rank)]
 
 
 class ScaleLevel(keras.layers.Layer):

@@ -108,6 +108,18 @@ class Flow(keras.layers.Layer):
                  preprocessing: str = "logit", alpha: float = 0.05, reversible: bool = False,
                  context_shape=None, num_classes: int | None = None, **kwargs):
         super().__init__(**kwargs)
+        policy = self.dtype_policy
+        # Keras fixes its default policy on first use, so a later set_floatx("float64") shows
+        # only in floatx (and in the dtype of what keras.ops creates).
+        if "float64" in (policy.variable_dtype, policy.compute_dtype, keras.config.floatx()):
+            # The bijectors' constants and the log-det accumulation are float32: a float64
+            # policy built a float32 model, whose image preprocessing then failed on float64.
+            raise ValueError(
+                f"tfp_flows flows compute in float32 (or a mixed float16/bfloat16 policy); got "
+                f"the dtype policy {policy.name!r} with floatx {keras.config.floatx()!r} (from "
+                f"dtype= or keras.config.set_floatx). "
+                f"Build the flow with float32; float64 inputs are accepted and computed in "
+                f"float32.")
         if isinstance(event_shape, (str, bytes)) or not hasattr(event_shape, "__len__") or any(
                 isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in event_shape):
             raise ValueError(f"event_shape must be a tuple of integers, (D,) or (H, W, C); "

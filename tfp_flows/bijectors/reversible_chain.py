@@ -76,7 +76,10 @@ class ReversibleChain(OnePassBijector):
 
         @tf.custom_gradient
         def run(x):
-            h, total = x, batch_zeros
+            # A fresh tensor: the members' TFP caches would otherwise hand back outputs of an
+            # earlier run on the same x (ildj called before inverse runs twice), computed
+            # without reading the variables here, and this gradient would miss them.
+            h, total = tf.identity(x), batch_zeros
             for bijector in order:
                 h, log_det = self._layer(bijector, h, inverse, batch_zeros)
                 total += log_det
