@@ -316,11 +316,9 @@ class FlowModel(keras.Model):
                           sample_shape=self.latent_shape)
 
     def _distribution(self, bijector) -> tfd.TransformedDistribution:
-        distribution = tfd.TransformedDistribution(self.base_distribution(), bijector)
-        # Keras 3 variables are not tf.Variables, so tf.Module finds none in the bijectors;
-        # this attribute hands TFP (tfp.vi, tfp.math.minimize) the variables underneath.
-        distribution.flow_variables = tuple(v.value for v in self.variables)
-        return distribution
+        # The bijector lists the variables underneath the Keras ones (`FlowBijector`), which
+        # is what TFP (tfp.vi, tfp.math.minimize) trains.
+        return tfd.TransformedDistribution(self.base_distribution(), bijector)
 
     @property
     def distribution(self) -> tfd.TransformedDistribution:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows.bijectors import ReversibleChain, make_transform
+from tfp_flows.bijectors import FlowBijector, ReversibleChain, make_transform
 from tfp_flows.bijectors.transforms import SCALE_FUNCTIONS, TRANSFORMS
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.nets import MADE, ConvNet
@@ -183,19 +183,23 @@ class Flow(keras.layers.Layer):
             return tf.one_hot(tf.cast(context, tf.int32), self.num_classes)
         return tf.cast(context, tf.float32)
 
-    def bijector(self, context=None, initialize: bool = False) -> tfb.Bijector:
+    def bijector(self, context=None, initialize: bool = False) -> FlowBijector:
         """f: latent -> data, preprocessing included, for `context` (None if unconditional).
 
-        `initialize=True` builds ActNorm in its data-dependent initialisation mode.
+        A `FlowBijector`: float32, and its `trainable_variables` (and those of any TFP
+        distribution that holds it) are this layer's trainable variables as `tf.Variable`s.
+        It takes any sample and batch shape in front of the event; a context's leading axes
+        pair with the input's batch axes (see `tfp_flows.nets.batch`). `initialize=True`
+        builds ActNorm in its data-dependent initialisation mode.
         """
         if (context is None) != (self.context_size == 0):
             raise ValueError(
                 f"this flow is {'conditional' if self.context_size else 'unconditional'}: "
                 f"{'pass a context' if self.context_size else 'it takes no context'}.")
         flow = self._flow_bijector(self.context_vector(context), initialize)
-        if self.num_levels is None:
-            return flow
-        return tfb.Chain([self._preprocessing_bijector(), flow])
+        if self.num_levels is not None:
+            flow = tfb.Chain([self._preprocessing_bijector(), flow])
+        return FlowBijector(flow, self.variables, name=self.name)
 
     def _preprocessing_bijector(self) -> tfb.Bijector:
         levels, alpha = float(self.num_levels), self.alpha

@@ -207,6 +207,7 @@ def randomize_weights(layer: keras.layers.Layer, seed: int, scale: float = 0.3) 
 
 
 class _Checks:
+    jacobian_log_det = staticmethod(jacobian_log_det)
     bijector_properties = staticmethod(assert_bijector_properties)
     same_eager_graph_xla = staticmethod(assert_same_eager_graph_xla)
     random_conditioner = staticmethod(random_conditioner)

@@ -55,3 +55,18 @@ def test_conditioning_part_passes_through(kind, mask, batch_shape, event_shape, 
     bijector = cls(conditioner, mask=mask, parity=parity, event_ndims=len(event_shape))
     checks.conditioning_part_unchanged(bijector, _data(batch_shape + event_shape, 5), mask,
                                        parity)
+
+
+@pytest.mark.parametrize(("mask", "event_shape", "width"), [
+    ("channel", (2,), 4),               # 1 shift needed (an additive coupling on 2-d data)
+    ("channel", (4, 4, 2), 3),
+    ("checkerboard", (4, 4, 2), 4),      # 2 shifts needed per position
+])
+def test_a_conditioner_of_the_wrong_width_is_refused(mask, event_shape, width):
+    def net(x):
+        return tf.zeros([*x.shape[:-1], width])
+
+    bijector = AdditiveCoupling(net, mask=mask, event_ndims=len(event_shape))
+    for method in (bijector.forward, bijector.inverse):
+        with pytest.raises(ValueError, match=f"conditioner returned {width} values"):
+            method(tf.zeros([5, *event_shape]))

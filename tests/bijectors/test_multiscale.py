@@ -113,3 +113,11 @@ def test_every_network_runs_once_per_log_prob(checks):
 def test_needs_even_sizes():
     with pytest.raises(ValueError, match="even"):
         MultiScale(tfb.Identity()).inverse(tf.zeros([1, 3, 4, 2]))
+
+
+def test_a_split_prior_of_the_wrong_width_is_refused():
+    # The factored-out half of (2, 2, 4) has 2 channels: mean and log-scale need 4 values.
+    bijector = MultiScale(tfb.Identity(), split_prior=lambda h: tf.zeros([*h.shape[:-1], 2]))
+    for method in (bijector.forward, bijector.inverse):
+        with pytest.raises(ValueError, match="split prior returned 2 values"):
+            method(tf.zeros([3, 4, 4, 1]))

@@ -4,6 +4,7 @@ from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.additive_coupling import AdditiveCoupling
 from tfp_flows.bijectors.affine_coupling import AffineCoupling
 from tfp_flows.bijectors.coupling import Coupling
+from tfp_flows.bijectors.flow_bijector import FlowBijector
 from tfp_flows.bijectors.invertible_conv1x1 import InvertibleConv1x1, lu_factors
 from tfp_flows.bijectors.multiscale import MultiScale
 from tfp_flows.bijectors.reversible_chain import ReversibleChain
@@ -23,6 +24,7 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "Coupling",
+    "FlowBijector",
     "InvertibleConv1x1",
     "MultiScale",
     "ReversibleChain",

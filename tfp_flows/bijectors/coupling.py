@@ -107,15 +107,25 @@ class Coupling(OnePassBijector):
         first = size // 2
         return (first, size - first) if parity == 0 else (size - first, first)
 
-    def _conditioner_params(self, inputs, dtype):
-        return tf.cast(self._conditioner(inputs), dtype)
+    def _conditioner_params(self, inputs, transformed: int, dtype):
+        """The conditioner's output, checked to hold the transform's parameters for each of
+        the `transformed` entries of the last axis (broadcasting would change the event)."""
+        params = self._conditioner(inputs)
+        width = None if transformed is None else self._transform.params_per_entry * transformed
+        if None not in (width, params.shape[-1]) and params.shape[-1] != width:
+            raise ValueError(
+                f"{self.name}: the conditioner returned {params.shape[-1]} values on the last "
+                f"axis; {type(self._transform).__name__} needs "
+                f"{self._transform.params_per_entry} per transformed entry, {width} for "
+                f"{transformed} entries (output shape {params.shape}).")
+        return tf.cast(params, dtype)
 
     def _transform_and_log_det(self, x, inverse: bool):
         event_axes = list(range(-self._event_ndims, 0))
         if self._mask == "checkerboard":
             height, width = x.shape[-3], x.shape[-2]
             mask = checkerboard(height, width, self._parity, x.dtype)
-            params = self._conditioner_params(x * mask, x.dtype)
+            params = self._conditioner_params(x * mask, x.shape[-1], x.dtype)
             y, log_det = self._transform(x, params, inverse)
             y = mask * x + (1.0 - mask) * y
             if log_det is not None:
@@ -128,7 +138,7 @@ class Coupling(OnePassBijector):
             first = size // 2
             head, tail = tf.split(x, [first, size - first], axis=-1)
             conditioning, transformed = (head, tail) if self._parity == 0 else (tail, head)
-            params = self._conditioner_params(conditioning, x.dtype)
+            params = self._conditioner_params(conditioning, transformed.shape[-1], x.dtype)
             y_part, log_det = self._transform(transformed, params, inverse)
             parts = [conditioning, y_part] if self._parity == 0 else [y_part, conditioning]
             y = tf.concat(parts, axis=-1)

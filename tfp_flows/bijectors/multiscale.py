@@ -68,7 +68,14 @@ class MultiScale(OnePassBijector):
     max_log_sigma = 3.0
 
     def _prior(self, h_keep, dtype):
-        mu, raw = tf.split(tf.cast(self._split_prior(h_keep), dtype), 2, axis=-1)
+        params = self._split_prior(h_keep)
+        # mu and the raw log-scale of the factored-out half, which has h_keep's channels.
+        width = 2 * h_keep.shape[-1]
+        if params.shape[-1] is not None and params.shape[-1] != width:
+            raise ValueError(f"{self.name}: the split prior returned {params.shape[-1]} values "
+                             f"on the last axis; it needs {width} (mean and log-scale of "
+                             f"{h_keep.shape[-1]} channels).")
+        mu, raw = tf.split(tf.cast(params, dtype), 2, axis=-1)
         bound = tf.cast(self.max_log_sigma, dtype)
         return mu, tf.where(raw > 0, bound * tf.tanh(raw / bound), raw)
 

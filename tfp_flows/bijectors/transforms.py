@@ -28,6 +28,18 @@ SCALE_FUNCTIONS = ("sigmoid", "tanh", "soft_clamp", "exp")
 TRANSFORMS = ("affine", "additive", "spline")
 
 
+def _softmax(logits):
+    """Softmax over the last axis, of a tensor of any rank.
+
+    oneDNN's softmax (TF's default on Intel CPUs) takes at most 5 axes; a spline's bins on
+    images under a sample shape `(a, b)` have 6, which run through a flat view instead.
+    """
+    if logits.shape.rank <= 5:
+        return tf.nn.softmax(logits, axis=-1)
+    flat = tf.nn.softmax(tf.reshape(logits, [-1, logits.shape[-1]]), axis=-1)
+    return tf.reshape(flat, tf.shape(logits))
+
+
 class Transform:
     """Base class: `__call__(x, params, inverse) -> (y, elementwise log|dy/dx| or None)`.
 
@@ -156,8 +168,8 @@ class SplineTransform(Transform):
         slopes = tf.stack(blocks[2 * bins:], axis=-1)
         span = 2.0 * self.bound
         floor = self.min_bin_fraction
-        widths = span * (floor + (1.0 - floor * bins) * tf.nn.softmax(widths, axis=-1))
-        heights = span * (floor + (1.0 - floor * bins) * tf.nn.softmax(heights, axis=-1))
+        widths = span * (floor + (1.0 - floor * bins) * _softmax(widths))
+        heights = span * (floor + (1.0 - floor * bins) * _softmax(heights))
         # softplus(raw + log(e^(1 - min) - 1)) + min is 1 at raw = 0: identity at start.
         offset = math.log(math.expm1(1.0 - self.min_slope))
         slopes = tf.nn.softplus(slopes + offset) + self.min_slope

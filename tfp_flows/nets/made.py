@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfp_flows.nets.batch import on_one_batch_axis
+
 __all__ = ["MADE"]
 
 
@@ -98,6 +100,10 @@ class MADE(keras.layers.Layer):
         if (context is None) != (self.context_size == 0):
             raise ValueError(f"{self.name} takes a context of size {self.context_size}; "
                              f"got {'none' if context is None else 'one'}.")
+        return on_one_batch_axis(self._batch_call, x, context, 1, self.name)
+
+    def _batch_call(self, x, context):
+        """The network on inputs with one batch axis."""
         h = x
         for i, (kernel, bias, mask) in enumerate(
                 zip(self.kernels, self.biases, self._masks, strict=True)):

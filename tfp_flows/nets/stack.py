@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfp_flows.nets.batch import on_one_batch_axis
+
 __all__ = ["ZeroInitStack", "broadcast_context", "stacked_row"]
 
 
@@ -114,6 +116,11 @@ class ZeroInitStack(keras.layers.Layer):
         if copy is not None and (isinstance(copy, bool) or not isinstance(copy, int)
                                  or not 0 <= copy < self.copies):
             raise ValueError(f"{self.name} holds copies 0 to {self.copies - 1}; got copy={copy!r}.")
+        return on_one_batch_axis(lambda x, context: self._batch_call(x, context, copy), x,
+                                 context, self.event_rank, self.name)
+
+    def _batch_call(self, x, context, copy):
+        """The network on inputs with one batch axis."""
         if context is not None:
             x = keras.ops.concatenate([x, broadcast_context(context, x, self.event_rank)], -1)
         # With oneDNN (TF's default on Intel CPUs) a Conv2D of an empty batch returns its input
