@@ -94,7 +94,8 @@ def test_a_batch_of_contexts_pairs_with_the_last_batch_axis(name):
     assert log_prob.shape == (2, 3)
     expected = model.log_prob(x.reshape(6, 3), np.tile(contexts, (2, 1)))
     np.testing.assert_allclose(tf.reshape(log_prob, [-1]), expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="does not pair with inputs"):
+    # Refused by the model's pairing check before the conditioners' own.
+    with pytest.raises(ValueError, match="contexts pairs with the inputs' last batch axis"):
         model.conditional_distribution(contexts).log_prob(x[:, :2])
 
 

@@ -106,8 +106,8 @@ class _UndefinedWhere(tfb.Bijector):
             return t
         contexts, axis = tf.shape(self._undefined)[0], t.shape.rank - self._event_ndims - 1
         static = self._undefined.shape[0], t.shape[axis] if axis >= 0 else 1
-        message = (f"{self._where}: a batch of contexts pairs with a batch of inputs of the "
-                   f"same size (or give one context for any batch)")
+        message = (f"{self._where}: a batch of contexts pairs with the inputs' last batch axis, "
+                   f"of the same size (or give one context for any batch)")
         if None not in static and static[0] not in (1, static[1]):
             raise ValueError(f"{message}; got {static[0]} contexts and inputs of shape "
                              f"{tuple(t.shape)}.")
