@@ -32,7 +32,7 @@ fashion-mnist:
 # again with it off, so both settings are proven whatever this machine's CPU.
 PORTABILITY_TESTS := tests/bijectors tests/nets tests/test_properties.py tests/test_flow_model.py \
 	tests/test_conditional.py tests/test_steps.py tests/test_zoo.py::test_vector_flow_is_exact_and_invertible \
-	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space
+	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space tests/test_tfp_contract.py
 
 test: $(STAMP) fashion-mnist
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
