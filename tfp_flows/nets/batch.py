@@ -24,21 +24,17 @@ def _context_per_example(context, batch: tf.Tensor, batch_static: tf.TensorShape
     """
     context = tf.convert_to_tensor(context)
     shape = context.shape[:-1]
-    extra = shape.rank - batch_static.rank
-    if extra > 0:
-        if any(d is not None and d != 1 for d in shape[:extra]):
-            raise ValueError(f"{name}: a context of batch shape {shape} does not pair with "
-                             f"inputs of batch shape {batch_static}; it must broadcast to it.")
-        context = tf.reshape(context, tf.shape(context)[extra:])
-        shape = shape[extra:]
+    extra = max(shape.rank - batch_static.rank, 0)
     try:
-        compatible = tf.broadcast_static_shape(shape, batch_static).is_compatible_with(
-            batch_static)
+        compatible = all(d is None or d == 1 for d in shape[:extra]) and tf.broadcast_static_shape(
+            shape[extra:], batch_static).is_compatible_with(batch_static)
     except ValueError:
         compatible = False
     if not compatible:
         raise ValueError(f"{name}: a context of batch shape {shape} does not pair with inputs "
                          f"of batch shape {batch_static}; it must broadcast to it.")
+    if extra:
+        context = tf.reshape(context, tf.shape(context)[extra:])
     return tf.broadcast_to(context, tf.concat([batch, tf.shape(context)[-1:]], 0))
 
 

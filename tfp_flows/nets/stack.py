@@ -128,8 +128,7 @@ class ZeroInitStack(keras.layers.Layer):
         # zero row instead and none is returned. For any other batch the pad and the slice are
         # no-ops that forward their input.
         rows = tf.shape(x)[0]
-        x = tf.pad(x, tf.concat([[[0, tf.maximum(1 - rows, 0)]],
-                                 tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0))
+        x = tf.pad(x, [[0, tf.maximum(1 - rows, 0)]] + [[0, 0]] * self.event_rank)
         activation = keras.activations.get(self.activation)
         last = len(self.kernels) - 1
         for index, (kernel, bias) in enumerate(zip(self.kernels, self.biases, strict=True)):
