@@ -517,10 +517,8 @@ class FlowModel(keras.Model):
     def _valid_batch(self, x, context) -> tf.Tensor:
         """True when x (and a context vector) is finite and every class label is in range."""
         valid = tf.reduce_all(tf.math.is_finite(x))
-        if context is not None and self.flow.num_classes:
-            valid &= tf.reduce_all((context >= 0) & (context < self.flow.num_classes))
-        elif context is not None:
-            valid &= tf.reduce_all(tf.math.is_finite(context))
+        if context is not None:
+            valid &= tf.reduce_all(self._valid_context(context))
         return valid
 
     def train_step(self, data):
