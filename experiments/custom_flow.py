@@ -3,7 +3,7 @@
     python experiments/custom_flow.py           # about a minute on 2 CPU cores
     python experiments/custom_flow.py --quick   # a smoke test
 
-The README's guide walks through this file. A flow is a `tfp_flows.zoo.Flow` layer whose
+The README's guide walks through this file. A flow is a `tfp_flows.Flow` layer whose
 `steps` list (written once, data end first) holds step layers from `tfp_flows.steps`; each step
 owns its weights and returns its TFP bijectors for a context. Here: on 2-D points with a class
 label as context, alternating rational-quadratic spline couplings (`CouplingStep` with a
@@ -34,9 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
+from tfp_flows import Flow
 from tfp_flows.bijectors import InvertibleConv1x1, SplineTransform, lu_factors
 from tfp_flows.steps import CouplingStep, ScalingStep
-from tfp_flows.zoo import Flow
 
 
 @keras.saving.register_keras_serializable(package="custom_flow")

@@ -189,7 +189,7 @@ def settings(epochs: int, seed: int, train_points: int = TRAIN_POINTS) -> dict:
         "tfp_maf": f"tfb.MaskedAutoregressiveFlow x{DEPTH} with tfb.Permute, "
                    f"tfb.AutoregressiveNetwork 2x{HIDDEN} ReLU (TFP defaults otherwise)",
     }
-    nsf = tfp_flows.zoo.NSF((2,))
+    nsf = tfp_flows.NSF((2,))
     return {"train_points": train_points, "test_points": TEST_POINTS, "epochs": epochs,
             "batch_size": BATCH_SIZE, "steps": steps,
             "optimizer": f"Adam, learning rate {LEARNING_RATE} cosine-decayed to 0 over the "
@@ -201,6 +201,6 @@ def settings(epochs: int, seed: int, train_points: int = TRAIN_POINTS) -> dict:
                                   " so every model runs at 1e-3",
             "seed": seed, "sizes": sizes,
             "nsf_defaults": {"num_couplings": nsf.num_couplings, "hidden": nsf.hidden,
-                             "num_hidden": nsf.num_hidden, "bins": nsf.bins,
-                             "bound": nsf.bound},
+                             "num_hidden": nsf.num_hidden, "bins": nsf.transform.bins,
+                             "bound": nsf.transform.bound},
             "evaluation": "exact test NLL, nats per 2-D point, mean over the test points"}

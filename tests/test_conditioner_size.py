@@ -5,7 +5,7 @@ import time
 import pytest
 
 import tfp_flows
-from tfp_flows import zoo
+from tfp_flows import families
 from tfp_flows.steps import MAX_CONDITIONER_PARAMETERS
 
 
@@ -33,5 +33,5 @@ def test_oversized_conditioner_is_refused_with_its_parameter_count(build, name, 
 
 def test_large_sizes_that_fit_are_built():
     # 64 bins on 784-vectors: 128 x 16,072 outputs per coupling, 2.1 million parameters.
-    flow = zoo.NSF((784,), bins=64)
+    flow = families.NSF((784,), bins=64)
     assert len(flow.conditioners) == 6

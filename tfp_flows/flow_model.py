@@ -139,7 +139,7 @@ class FlowModel(keras.Model):
     """A normalizing flow p(x | c) = N(f_c^-1(x); 0, I) |det J_{f_c^-1}(x)| as a Keras model.
 
     `flow` is a layer that owns the parameters and assembles the bijector f (latent -> data),
-    such as the families in `tfp_flows.zoo`. The model trains with `fit` on the mean negative
+    such as the families in `tfp_flows.families`. The model trains with `fit` on the mean negative
     log-likelihood in nats per example of the data the model sees, and reports
     `bits_per_dim` = loss / (D ln 2). For image flows the data are dequantized pixel values
     in [0, num_levels), and the scaling to [0, 1) (and the logit) are bijectors in the chain,

@@ -69,6 +69,9 @@ class Registry:
     def items(self):
         return tuple(self._entries.items())
 
+    def values(self):
+        return tuple(self._entries.values())
+
     def __contains__(self, name) -> bool:
         return isinstance(name, str) and name in self._entries
 

@@ -1,6 +1,6 @@
 r"""Trains a flow from the command line: `python -m tfp_flows.train --flow=glow --dataset=digits`.
 
-One command loads the data (`tfp_flows.datasets`), builds the flow (`tfp_flows.zoo`), trains it
+One command loads the data (`tfp_flows.datasets`), builds the flow (`tfp_flows.families`), trains it
 with a Keras progress bar, early stopping on validation bits/dim and TensorBoard logs, and
 writes into `--output_dir`:
 
@@ -31,7 +31,7 @@ trains (see `_locked`). A rerun whose training settings would change what the ru
 the run it was made. A damaged checkpoint, config.json or best model stops the command with a
 one-line error, as bad input does.
 
-The families and their size flags come from `tfp_flows.zoo.FAMILIES`. `--conditional` trains
+The families and their size flags come from `tfp_flows.FAMILIES`. `--conditional` trains
 p(x | label) on the dataset's class labels (the mixture components of the 2-D toys).
 
 Examples:
@@ -77,8 +77,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfp_flows import datasets, zoo
-from tfp_flows.bijectors.transforms import TRANSFORMS
+from tfp_flows import datasets, transforms
+from tfp_flows.families import FAMILIES, MAF, TRANSFORM_ARGUMENTS
 from tfp_flows.flow_model import FlowModel
 
 __all__ = ["STRATEGIES", "Checkpoint", "ConfigError", "TrainConfig", "TrainingError", "run"]
@@ -86,11 +86,11 @@ __all__ = ["STRATEGIES", "Checkpoint", "ConfigError", "TrainConfig", "TrainingEr
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
 # The size arguments of the families, for vectors or images: each is a flag.
 SIZE_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
-    name for family in zoo.FAMILIES.values() for name in (*family.vector_args,
-                                                          *family.image_args)))
+    argument.name for family in FAMILIES.values() for argument in family.arguments
+    if argument.type is int))
 # The flags of the coupling transform, for the families that offer a choice of it.
-TRANSFORM_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
-    name for family in zoo.FAMILIES.values() for name in family.transform_args))
+TRANSFORM_FLAGS: tuple[str, ...] = tuple(
+    argument.name for argument in TRANSFORM_ARGUMENTS if argument.name != "scale_fn")
 # The config.json entries that define the model and its data; a run directory holds one model.
 _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels",
                   "crop", "conditional", "model")
@@ -138,7 +138,7 @@ class TrainingError(RuntimeError):
 class TrainConfig:
     """Everything `run` needs; the command-line flags have the same names and defaults.
 
-    Size and transform fields left as None take the family's default (see `tfp_flows.zoo`).
+    Size and transform fields left as None take the family's default (see `tfp_flows.families`).
     `verbose` (the Keras progress bar: 1, or 0 for none) has no flag.
     """
 
@@ -457,8 +457,9 @@ def _renamed(values: Mapping) -> dict:
 
 def _family_flags(flow: str, image: bool) -> tuple[str, ...]:
     """The model flags that the family `flow` takes, for images or for vectors."""
-    family = zoo.FAMILIES[flow]
-    return (*(family.image_args if image else family.vector_args), *family.transform_args)
+    declared = FAMILIES.get(flow).arguments_for(3 if image else 1)
+    return tuple(argument.name for argument in declared
+                 if argument.name in (*SIZE_FLAGS, *TRANSFORM_FLAGS))
 
 
 # What a setting of each type must be.
@@ -511,9 +512,9 @@ def _validated(config: TrainConfig | Mapping) -> TrainConfig:
     config = TrainConfig(**{field.name: _typed(field.name, getattr(config, field.name),
                                                kinds[field.name])
                             for field in dataclasses.fields(TrainConfig)})
-    if config.flow not in zoo.FAMILIES:
+    if config.flow not in FAMILIES:
         raise ConfigError(f"unknown --flow {config.flow!r}; choose one of "
-                          f"{', '.join(zoo.FAMILIES)}")
+                          f"{', '.join(FAMILIES)}")
     if config.strategy not in STRATEGIES:
         raise ConfigError(f"unknown --strategy {config.strategy!r}; choose one of "
                           f"{', '.join(STRATEGIES)}")
@@ -575,7 +576,7 @@ def _load_data(config: TrainConfig, strategy: tf.distribute.Strategy):
     image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
     # MADE orders the dimensions of a vector, so the autoregressive flows (MAF and its inverse,
     # IAF) see flattened images.
-    if image_shape is not None and issubclass(zoo.FAMILIES[config.flow], zoo.MAF):
+    if image_shape is not None and issubclass(FAMILIES.get(config.flow), MAF):
         size = math.prod(image_shape)
 
         def flatten(x, *label):
@@ -618,7 +619,7 @@ def _build_model(config: TrainConfig, splits) -> FlowModel:
                           f"{', '.join('--' + n for n in takes)}")
     num_classes = splits.num_classes if config.conditional else None
     try:
-        return FlowModel(zoo.FAMILIES[config.flow](
+        return FlowModel(FAMILIES.get(config.flow)(
             splits.event_shape, num_levels=splits.num_levels, num_classes=num_classes, **given))
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -628,6 +629,9 @@ def _identity(config: TrainConfig, splits, model: FlowModel) -> dict:
     takes = _family_flags(config.flow, len(splits.event_shape) == 3)
     # The family's values, its defaults included (bins and bound are absent unless a spline).
     flow = model.flow.get_config()
+    if isinstance(flow.get("transform"), dict):
+        # The transform as its flags name it.
+        flow = {**flow, **flow["transform"], "transform": flow["transform"]["name"]}
     return {"flow": config.flow, "dataset": config.dataset, "seed": config.seed,
             "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
             "num_levels": splits.num_levels, "crop": config.crop,
@@ -646,7 +650,7 @@ def _upgraded(stored: dict) -> dict:
     model = dict(stored.get("model", {}))
     if "levels" in model:
         model["num_scales"] = model.pop("levels")
-    if stored.get("flow") in zoo.FAMILIES and "transform" in _family_flags(stored["flow"], False):
+    if stored.get("flow") in FAMILIES and "transform" in _family_flags(stored["flow"], False):
         model["transform"] = "affine"
     return {**stored, "conditional": False, "model": model}
 
@@ -1130,7 +1134,7 @@ def _fit(model: FlowModel, config: TrainConfig, strategy: tf.distribute.Strategy
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines the command-line flags (done by `main`, so importing this module defines none)."""
     d = TrainConfig()
-    flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(zoo.FAMILIES)}.",
+    flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(FAMILIES)}.",
                         flag_values=flag_values)
     flags.DEFINE_string("dataset", d.dataset,
                         f"{', '.join(datasets.TOY_DATASETS)}, digits, a directory of IDX, "
@@ -1157,16 +1161,16 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
              "num_layers": "Autoregressive layers.",
              "num_hidden": "Hidden layers per conditioner."}
     for name in SIZE_FLAGS:
-        users = [flow for flow, family in zoo.FAMILIES.items()
-                 if name in (*family.vector_args, *family.image_args)]
+        users = [flow for flow, family in FAMILIES.items()
+                 if name in (a.name for a in family.arguments)]
         flags.DEFINE_integer(name, None, f"{sizes[name]} Taken by {', '.join(users)}; default: "
                              f"the family's.", flag_values=flag_values)
     flags.DEFINE_integer("levels", None, "Deprecated name of --num_scales.",
                          flag_values=flag_values)
-    users = ", ".join(flow for flow in zoo.FAMILIES if "transform" in _family_flags(flow, False))
+    users = ", ".join(flow for flow in FAMILIES if "transform" in _family_flags(flow, False))
     flags.DEFINE_string("transform", d.transform,
-                        f"Coupling transform: {', '.join(TRANSFORMS)}. Taken by {users}; "
-                        f"default: the family's.", flag_values=flag_values)
+                        f"Coupling transform: {', '.join(transforms.TRANSFORMS)}. Taken by "
+                        f"{users}; default: the family's.", flag_values=flag_values)
     flags.DEFINE_integer("bins", d.bins, "Bins of a spline transform; default: the family's.",
                          flag_values=flag_values)
     flags.DEFINE_float("bound", d.bound, "A spline transform acts on [-bound, bound] (the "
