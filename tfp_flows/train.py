@@ -1133,8 +1133,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(zoo.FAMILIES)}.",
                         flag_values=flag_values)
     flags.DEFINE_string("dataset", d.dataset,
-                        f"{', '.join(datasets.TOY_DATASETS)}, digits, a directory of IDX, "
-                        f"TFRecord or image files, an .npz file, or a TFDS image dataset name.",
+                        f"Read by the first data source that recognises it: "
+                        f"{datasets.describe_sources()}. SOURCE:SPEC picks a source.",
                         flag_values=flag_values)
     flags.DEFINE_string("output_dir", d.output_dir,
                         "Run directory (default runs/<flow>_<dataset>); rerun to resume.",
