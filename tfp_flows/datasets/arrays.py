@@ -63,14 +63,14 @@ class Arrays:
                 if not np.issubdtype(x.dtype, np.floating):
                     raise ValueError(f"x_{split} must be float vectors without num_levels (or "
                                      f"integer pixels with num_levels), got {x.dtype}")
-                x = x.astype(np.float32)
+                x = x.astype(np.float32, copy=False)
             elif not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or (
                     x.max() >= self.num_levels):
                 raise ValueError(f"x_{split} must hold integers in 0..{self.num_levels - 1} "
                                  f"(num_levels={self.num_levels}), got {x.dtype} in "
                                  f"[{x.min()}, {x.max()}]")
             setattr(self, f"x_{split}", x)
-            setattr(self, f"y_{split}", y.astype(np.int64))
+            setattr(self, f"y_{split}", y.astype(np.int64, copy=False))
         if self.x_train.dtype != self.x_test.dtype or (
                 self.x_train.shape[1:] != self.x_test.shape[1:]):
             raise ValueError(f"x_train and x_test must share dtype and event shape, got "
