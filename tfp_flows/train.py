@@ -46,7 +46,7 @@ Examples:
         --num_bits=5 --output_dir=runs/glow_celeba
 
 TFDS datasets and directories of TFRecord or image files are streamed (`--num_bits`,
-`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.streaming`).
+`--image_size`, `--crop`, `--shuffle_buffer`; see `tfp_flows.datasets.streamed`).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num
 # stops): a rerun that changes one is refused unless --allow_changes. The others (more epochs,
 # the strategy, XLA, how often it commits, the figures) may change between the commands that
 # train one run directory: they change the weights by float rounding at most, except that a
-# multi-worker run reads streamed data in batches of its own (see `tfp_flows.streaming`).
+# multi-worker run reads streamed data in batches of its own (see `tfp_flows.datasets.streamed`).
 _RUN_SETTINGS = ("batch_size", "learning_rate", "patience", "shuffle_buffer")
 # Those of them that decide an epoch's batches, which a committed step counts.
 _EPOCH_SETTINGS = ("batch_size", "shuffle_buffer")
