@@ -337,10 +337,11 @@ def test_a_bad_file_stops_the_command_with_one_line_and_writes_nothing(tmp_path)
 def test_the_command_skips_bad_files_when_told_and_names_them_at_the_end(tmp_path, capsys,
                                                                         monkeypatch):
     from tfp_flows import train
+    from tfp_flows.training import loop
 
     directory = _image_directory(tmp_path / "images", 20, {17: b""}, shape=(4, 4, 3))
     # What happens between loading the data and the end of the run is not the point here.
-    monkeypatch.setattr(train, "_train", lambda config, strategy, chief, splits, *rest: {
+    monkeypatch.setattr(loop, "_train", lambda config, strategy, chief, splits, *rest: {
         "num_test_examples": sum(len(batch) for batch in splits.test)})
     with pytest.warns(UserWarning, match="left out 1 file"):
         metrics = train.run({"flow": "glow", "dataset": directory, "num_scales": 1, "depth": 1,

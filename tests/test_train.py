@@ -16,7 +16,8 @@ import pytest
 import synthetic_tfds
 
 import tfp_flows
-from tfp_flows.train import Checkpoint, ConfigError, TrainConfig, TrainingError, run
+from tfp_flows.training import Checkpoint, ConfigError, TrainConfig, TrainingError, run
+from tfp_flows.training.callbacks import BestModel, NonFiniteCheck, Patience
 
 TOY = {"flow": "realnvp", "dataset": "two_moons", "num_examples": 1000, "hidden": 8,
        "num_couplings": 2, "epochs": 2, "checkpoint_steps": 0, "verbose": 0}
@@ -492,25 +493,32 @@ def test_non_finite_weights_are_never_committed(tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+def _rules(checkpoint, patience):
+    """The checkpoint with the rules the training loop gives it, in the loop's order."""
+    return keras.callbacks.CallbackList(
+        [NonFiniteCheck(checkpoint), BestModel(checkpoint), Patience(checkpoint, patience),
+         checkpoint], model=checkpoint.model)
+
+
 def test_patience_and_the_best_model_survive_a_restart(tmp_path):
-    def epoch_end(checkpoint, epoch, value):
+    def epoch_end(callbacks, epoch, value):
         # Mark the weights with the epoch, to tell which epoch model.keras holds.
         marked = model.flow.conditioners[0].weights[-1]
         marked.assign(np.full(marked.shape, float(epoch)))
-        checkpoint.on_epoch_end(epoch, {"loss": 1.0, "bits_per_dim": 1.0, "val_loss": 1.0,
-                                        "val_bits_per_dim": value})
+        callbacks.on_epoch_end(epoch, {"loss": 1.0, "bits_per_dim": 1.0, "val_loss": 1.0,
+                                       "val_bits_per_dim": value})
 
     model = _tiny_model()
-    first = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"), patience=2)
+    first = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
     first.set_model(model)
     for epoch, value in enumerate([3.0, 2.0, 2.5]):
-        epoch_end(first, epoch, value)
+        epoch_end(_rules(first, patience=2), epoch, value)
     assert not model.stop_training
 
-    second = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"), patience=2)
+    second = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
     second.set_model(model)
     assert second.restore()
-    epoch_end(second, 3, 2.6)
+    epoch_end(_rules(second, patience=2), 3, 2.6)
     assert model.stop_training and second.state["stopped_early"]
     assert second.state["best_epoch"] == 2
     assert [r["val_bits_per_dim"] for r in second.state["history"]] == [3.0, 2.0, 2.5, 2.6]

@@ -1,0 +1,62 @@
+"""The data splits a run trains and evaluates on."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+from tfp_flows import datasets, zoo
+from tfp_flows.training.config import TrainConfig, family
+from tfp_flows.training.errors import ConfigError
+from tfp_flows.training.strategies import is_multi_worker, shared_by_batch
+
+__all__ = ["load_splits"]
+
+
+def load_splits(config: TrainConfig, strategy: tf.distribute.Strategy):
+    """The splits, flattened for the vector-only flows; returns (splits, image_shape).
+
+    With `config.conditional` the batches are `(x, label)`.
+
+    Raises:
+        ConfigError: When the data cannot be loaded as the settings say.
+    """
+    try:
+        splits = datasets.load(config.dataset, batch_size=config.batch_size,
+                               data_dir=config.data_dir, seed=config.seed,
+                               num_examples=config.num_examples, labels=config.conditional,
+                               num_bits=config.num_bits, image_size=config.image_size,
+                               crop=config.crop, shuffle_buffer=config.shuffle_buffer,
+                               skip_bad_files=config.skip_bad_files)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
+    if image_shape is not None and issubclass(family(config.flow), zoo.MAF):
+        splits = _flattened(splits)
+    if is_multi_worker(strategy):
+        # Each worker evaluates its share of every batch (training data is shared out by
+        # `Streamed.train_batches`, in the training loop).
+        splits = dataclasses.replace(splits, train=shared_by_batch(splits.train),
+                                     validation=shared_by_batch(splits.validation),
+                                     test=shared_by_batch(splits.test))
+    return splits, image_shape
+
+
+def _flattened(splits):
+    """Image `splits` as vectors: MADE orders the dimensions of a vector, so the
+    autoregressive flows (MAF and its inverse, IAF) see flattened images."""
+    size = math.prod(splits.event_shape)
+
+    def flatten(x, *label):
+        x = tf.reshape(x, (-1, size))
+        return (x, *label) if label else x
+
+    image_batches = splits.streamed.train_batches
+    streamed = dataclasses.replace(
+        splits.streamed, train_batches=lambda *args: image_batches(*args).map(flatten))
+    return dataclasses.replace(splits, train=splits.train.map(flatten),
+                               validation=splits.validation.map(flatten),
+                               test=splits.test.map(flatten), event_shape=(size,),
+                               streamed=streamed)
