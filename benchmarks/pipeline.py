@@ -1,4 +1,4 @@
-"""Memory and throughput of the streamed input pipeline (`tfp_flows.streaming`).
+"""Memory and throughput of the streamed input pipeline (`tfp_flows.datasets.streamed`).
 
 Run from the repository root:
 

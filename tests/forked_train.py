@@ -3,7 +3,7 @@
 `python tests/forked_train.py LOG` reads lines from stdin, each a JSON `[kill_point, flags]`,
 and for each runs `python -m tfp_flows.train FLAGS` with TFP_FLOWS_KILL_AT set to `kill_point`
 (unset for null), so that the run SIGKILLs itself at that point (see
-`tfp_flows.train._KILL_AT`); then it prints the run's exit code on a line of its own (-9 for a
+`tfp_flows.training.kill_points`); then it prints the run's exit code on a line of its own (-9 for a
 run killed by SIGKILL). The runs' output goes to the file LOG.
 
 This process imports TensorFlow once and runs no TensorFlow op, so each child starts a fresh
@@ -18,6 +18,7 @@ import traceback
 from absl import app
 
 from tfp_flows import train
+from tfp_flows.training.kill_points import KILL_AT
 
 
 def _run(kill_point: str | None, argv: list[str], log: str) -> int:
@@ -29,9 +30,9 @@ def _run(kill_point: str | None, argv: list[str], log: str) -> int:
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    os.environ.pop(train._KILL_AT, None)
+    os.environ.pop(KILL_AT, None)
     if kill_point is not None:
-        os.environ[train._KILL_AT] = kill_point
+        os.environ[KILL_AT] = kill_point
     code = 1
     try:
         app.run(train.main, argv=["train", *argv], flags_parser=train._parse_flags)

@@ -14,6 +14,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tfp_flows import datasets
+from tfp_flows.datasets import idx, streamed
+from tfp_flows.datasets import tfds as tfds_source
 
 
 def _collect(ds: tf.data.Dataset) -> np.ndarray:
@@ -312,7 +314,7 @@ def test_idx_directory(tmp_path, compress):
 def test_idx_bad_magic_and_missing_file_raise(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x01\x02\x03\x04" + bytes(16))
     with pytest.raises(ValueError, match="not an IDX file"):
-        datasets._read_idx(str(tmp_path / "train-images-idx3-ubyte"))
+        idx.read_idx(str(tmp_path / "train-images-idx3-ubyte"))
     with pytest.raises(ValueError, match="train-labels-idx1-ubyte"):
         datasets.load_arrays(str(tmp_path))
 
@@ -331,7 +333,7 @@ def test_real_fashion_mnist():
 
 def test_tfds_mock_mnist(tmp_path, monkeypatch):
     # mock_data turns download_and_prepare into a no-op, so the "download" path is safe.
-    monkeypatch.setattr(datasets, "_network_available", lambda: True)
+    monkeypatch.setattr(tfds_source, "network_available", lambda: True)
     with tfds.testing.mock_data(num_examples=40):
         raw = datasets.load_arrays("mnist", data_dir=str(tmp_path))
         splits = datasets.load("mnist", batch_size=8, data_dir=str(tmp_path))
@@ -347,7 +349,7 @@ def test_tfds_mock_mnist(tmp_path, monkeypatch):
 def test_tfds_prepared_data_dir_is_read_without_network(tmp_path, monkeypatch):
     # DummyMnist writes a real prepared dataset (20 train, 20 test examples) without downloading.
     tfds.testing.DummyMnist(data_dir=str(tmp_path)).download_and_prepare()
-    monkeypatch.setattr(datasets, "_network_available", _unexpected_network_check)
+    monkeypatch.setattr(tfds_source, "network_available", _unexpected_network_check)
     raw = datasets.load_arrays("dummy_mnist", data_dir=str(tmp_path))
     assert raw["x_train"].shape == (20, 28, 28, 1) and raw["x_test"].shape == (20, 28, 28, 1)
     assert raw["x_train"].dtype == np.uint8 and raw["y_train"].dtype == np.int64
@@ -363,7 +365,7 @@ def _unexpected_network_check() -> bool:
 
 
 def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_network_available", lambda: False)
+    monkeypatch.setattr(tfds_source, "network_available", lambda: False)
     start = time.monotonic()
     with pytest.raises(ValueError, match="could not be downloaded") as info:
         datasets.load("mnist", data_dir=str(tmp_path))
@@ -375,7 +377,7 @@ def test_tfds_offline_fails_fast(tmp_path, monkeypatch):
 
 def test_network_check_is_bounded():
     start = time.monotonic()
-    assert isinstance(datasets._network_available(), bool)
+    assert isinstance(tfds_source.network_available(), bool)
     assert time.monotonic() - start < 5.0
 
 
@@ -468,7 +470,7 @@ def _stream(data_dir, **kwargs):
 
 
 def test_streamed_tfds_splits_labels_and_fixed_evaluation_noise(tfds_dir, monkeypatch):
-    monkeypatch.setattr(datasets, "_network_available", _unexpected_network_check)
+    monkeypatch.setattr(tfds_source, "network_available", _unexpected_network_check)
     splits = _stream(tfds_dir)
     assert splits.streamed is not None and splits.streamed.steps_per_epoch == 36 // 8
     assert splits.event_shape == (16, 16, 3) and splits.num_levels == 256
@@ -572,18 +574,16 @@ def test_streaming_options_and_stream_are_refused_for_array_sources():
 
 
 def test_stream_false_reads_a_tfds_dataset_into_arrays(tfds_dir, monkeypatch):
-    from tfp_flows import streaming
-
     def refuse(*args, **kwargs):
         raise AssertionError("streamed")
 
-    monkeypatch.setattr(streaming, "load", refuse)
+    monkeypatch.setattr(streamed, "stream", refuse)
     splits = datasets.load("synthetic_images", data_dir=tfds_dir, batch_size=8, stream=False)
     assert splits.event_shape == (16, 16, 3)
 
 
 def test_offline_unprepared_tfds_error_says_tfds_needs_the_network(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_network_available", lambda: False)
+    monkeypatch.setattr(tfds_source, "network_available", lambda: False)
     with pytest.raises(ValueError, match="TFDS needs the network to download and prepare it"):
         datasets.load("mnist", data_dir=str(tmp_path), num_bits=5)
 

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from tfp_flows import datasets
-from tfp_flows.streaming import _image_shape
+from tfp_flows.datasets.image_headers import image_shape
 
 
 def _pixels(index: int, shape: tuple[int, int, int]) -> np.ndarray:
@@ -96,14 +96,14 @@ def _truncations_and_flips(data: bytes, flips: int, seed: int):
                                               (_jpeg, 1), (_jpeg, 3)])
 def test_an_image_that_passes_the_check_decodes_to_the_shape_it_gives(encode, channels):
     data = encode(channels, shape=(5, 7, channels))
-    assert _image_shape(data) == tuple(tf.io.decode_image(data).shape) == (5, 7, channels)
+    assert image_shape(data) == tuple(tf.io.decode_image(data).shape) == (5, 7, channels)
     # Every truncation, and for PNG 60 single-bit flips: what the check passes, TF decodes. (A
     # JPEG's tables and entropy-coded data are not decoded by the check.)
     passed = 0
     flips = 60 if encode is _png else 0
     for damaged in _truncations_and_flips(data, flips, seed=channels):
         try:
-            shape = _image_shape(damaged)
+            shape = image_shape(damaged)
         except ValueError:
             continue
         passed += 1
@@ -128,10 +128,10 @@ def test_a_palette_and_an_interlaced_png_have_the_shape_tf_decodes():
     # The Adam7 passes of a 3x2 image that hold pixels: 1, 4 and 6 (one pixel each), 7 (3).
     interlaced = _hand_made_png(0, 1, b"\x00\x01" b"\x00\x02" b"\x00\x03" b"\x00\x04\x05\x06")
     for data, channels in ((palette, 4), (interlaced, 1)):
-        assert _image_shape(data) == tuple(tf.io.decode_image(data).shape) == (2, 3, channels)
+        assert image_shape(data) == tuple(tf.io.decode_image(data).shape) == (2, 3, channels)
     short = _hand_made_png(0, 1, b"\x00\x01" b"\x00\x02" b"\x00\x03" b"\x00\x04\x05")
     with pytest.raises(ValueError, match="inflates to 9 bytes, expected 10 for 3x2"):
-        _image_shape(short)
+        image_shape(short)
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.io.decode_image(short)
 
@@ -337,10 +337,11 @@ def test_a_bad_file_stops_the_command_with_one_line_and_writes_nothing(tmp_path)
 def test_the_command_skips_bad_files_when_told_and_names_them_at_the_end(tmp_path, capsys,
                                                                         monkeypatch):
     from tfp_flows import train
+    from tfp_flows.training import loop
 
     directory = _image_directory(tmp_path / "images", 20, {17: b""}, shape=(4, 4, 3))
     # What happens between loading the data and the end of the run is not the point here.
-    monkeypatch.setattr(train, "_train", lambda config, strategy, chief, splits, *rest: {
+    monkeypatch.setattr(loop, "_train", lambda config, strategy, chief, splits, *rest: {
         "num_test_examples": sum(len(batch) for batch in splits.test)})
     with pytest.warns(UserWarning, match="left out 1 file"):
         metrics = train.run({"flow": "glow", "dataset": directory, "num_scales": 1, "depth": 1,

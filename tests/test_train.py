@@ -16,7 +16,8 @@ import pytest
 import synthetic_tfds
 
 import tfp_flows
-from tfp_flows.train import Checkpoint, ConfigError, TrainConfig, TrainingError, run
+from tfp_flows.training import Checkpoint, ConfigError, TrainConfig, TrainingError, run
+from tfp_flows.training.callbacks import BestModel, NonFiniteCheck, Patience
 
 TOY = {"flow": "realnvp", "dataset": "two_moons", "num_examples": 1000, "hidden": 8,
        "num_couplings": 2, "epochs": 2, "checkpoint_steps": 0, "verbose": 0}
@@ -492,25 +493,32 @@ def test_non_finite_weights_are_never_committed(tmp_path):
     assert _snapshot(tmp_path) == before
 
 
+def _rules(checkpoint, patience):
+    """The checkpoint with the rules the training loop gives it, in the loop's order."""
+    return keras.callbacks.CallbackList(
+        [NonFiniteCheck(checkpoint), BestModel(checkpoint), Patience(checkpoint, patience),
+         checkpoint], model=checkpoint.model)
+
+
 def test_patience_and_the_best_model_survive_a_restart(tmp_path):
-    def epoch_end(checkpoint, epoch, value):
+    def epoch_end(callbacks, epoch, value):
         # Mark the weights with the epoch, to tell which epoch model.keras holds.
         marked = model.flow.conditioners[0].weights[-1]
         marked.assign(np.full(marked.shape, float(epoch)))
-        checkpoint.on_epoch_end(epoch, {"loss": 1.0, "bits_per_dim": 1.0, "val_loss": 1.0,
-                                        "val_bits_per_dim": value})
+        callbacks.on_epoch_end(epoch, {"loss": 1.0, "bits_per_dim": 1.0, "val_loss": 1.0,
+                                       "val_bits_per_dim": value})
 
     model = _tiny_model()
-    first = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"), patience=2)
+    first = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
     first.set_model(model)
     for epoch, value in enumerate([3.0, 2.0, 2.5]):
-        epoch_end(first, epoch, value)
+        epoch_end(_rules(first, patience=2), epoch, value)
     assert not model.stop_training
 
-    second = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"), patience=2)
+    second = Checkpoint(str(tmp_path / "backup"), str(tmp_path / "model.keras"))
     second.set_model(model)
     assert second.restore()
-    epoch_end(second, 3, 2.6)
+    epoch_end(_rules(second, patience=2), 3, 2.6)
     assert model.stop_training and second.state["stopped_early"]
     assert second.state["best_epoch"] == 2
     assert [r["val_bits_per_dim"] for r in second.state["history"]] == [3.0, 2.0, 2.5, 2.6]
@@ -623,7 +631,7 @@ def test_config_defaults_match_the_flags():
     assert config_from_flags(_parsed_flags()) == TrainConfig()
 
 
-def test_the_flags_come_from_the_families_of_the_zoo():
+def test_the_flags_come_from_the_families_declarations():
     from tfp_flows.train import config_from_flags
 
     values = _parsed_flags("--flow=nsf", "--num_scales=2", "--transform=spline", "--bins=4",
@@ -661,12 +669,25 @@ def test_levels_still_works_and_a_run_written_with_it_resumes(tmp_path):
     # config.json as the version before --num_scales, --transform and --conditional wrote it.
     path = tmp_path / "config.json"
     stored = json.loads(path.read_text())
-    assert stored["model"] == {"num_scales": 1, "depth": 1, "hidden": 8, "transform": "affine",
-                               "bins": None, "bound": None}
+    assert stored["model"] == {"num_scales": 1, "depth": 1, "hidden": 8, "lu": True,
+                               "split_prior": True, "transform": "affine", "bins": None,
+                               "bound": None}
     del stored["conditional"]
     stored["model"] = {"levels": 1, "depth": 1, "hidden": 8}
     path.write_text(json.dumps(stored))
     resumed = run({**config, "levels": None, "num_scales": 1, "epochs": 2})
+    assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 2
+
+
+def test_a_maf_image_run_from_when_the_command_flattened_the_images_resumes(tmp_path):
+    config = {**DIGITS, **SIZES["maf"], "flow": "maf", "epochs": 1, "output_dir": str(tmp_path)}
+    run(config)
+    path = tmp_path / "config.json"
+    stored = json.loads(path.read_text())
+    assert stored["event_shape"] == [8, 8, 1]
+    # The command used to flatten the images for MAF and IAF, and stored the vector shape.
+    path.write_text(json.dumps({**stored, "event_shape": [64]}))
+    resumed = run({**config, "epochs": 2})
     assert resumed["resumed_from_epoch"] == 1 and resumed["epochs"] == 2
 
 
