@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
-from benchmarks import bench
+from benchmarks import harness
 from tfp_flows import compat
 from tfp_flows.bijectors import ActNorm, InvertibleConv1x1, Squeeze, lu_factors
 from tfp_flows.nets import ConvNet
@@ -95,7 +95,7 @@ def _glow(size: str):
 
 def _train_step(model, x):
     """The benchmark's training step (GradientTape + Keras Adam) on the batch `x`."""
-    step = bench.train_step_fn(model.log_prob, model.trainable_variables, False, 1e-4)
+    step = harness.train_step_fn(model.log_prob, model.trainable_variables, False, 1e-4)
     return lambda: step(x)
 
 
