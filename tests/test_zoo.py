@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tfp_flows
-from tfp_flows import datasets
+from tfp_flows import compat, datasets
 from tfp_flows.steps import GlowSteps
 
 VECTOR_BUILDERS = {
@@ -100,7 +100,7 @@ def test_realnvp_any_vector_size(size, batch, parity_layers):
 
 def _assert_every_parameter_has_a_gradient(model, gradients):
     # Glow's steps of a level share stacked variables, a row per step: each row must learn.
-    stacked = {id(v) for layer in model.flow._flatten_layers() if isinstance(layer, GlowSteps)
+    stacked = {id(v) for layer in compat.sublayers(model.flow) if isinstance(layer, GlowSteps)
                for v in layer.weights}
     for variable, gradient in zip(model.trainable_variables, gradients, strict=True):
         assert gradient is not None, variable.path

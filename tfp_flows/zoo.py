@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
+from tfp_flows import compat
 from tfp_flows.bijectors import FlowBijector, ReversibleChain, make_transform
 from tfp_flows.bijectors.transforms import SCALE_FUNCTIONS, TRANSFORMS
 from tfp_flows.flow_model import FlowModel
@@ -162,7 +163,7 @@ class Flow(keras.layers.Layer):
     @property
     def conditioners(self) -> list[keras.layers.Layer]:
         """Every conditioner network of the flow (coupling nets, MADEs, split priors)."""
-        return [layer for layer in self._flatten_layers(include_self=False)
+        return [layer for layer in compat.sublayers(self)
                 if isinstance(layer, (ZeroInitStack, MADE))]
 
     def get_config(self):
