@@ -34,8 +34,9 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
-from tfp_flows.bijectors import InvertibleConv1x1, SplineTransform, lu_factors
+from tfp_flows.bijectors import InvertibleConv1x1, lu_factors
 from tfp_flows.steps import CouplingStep, ScalingStep
+from tfp_flows.transforms import SplineTransform
 from tfp_flows.zoo import Flow
 
 

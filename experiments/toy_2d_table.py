@@ -201,6 +201,6 @@ def settings(epochs: int, seed: int, train_points: int = TRAIN_POINTS) -> dict:
                                   " so every model runs at 1e-3",
             "seed": seed, "sizes": sizes,
             "nsf_defaults": {"num_couplings": nsf.num_couplings, "hidden": nsf.hidden,
-                             "num_hidden": nsf.num_hidden, "bins": nsf.bins,
-                             "bound": nsf.bound},
+                             "num_hidden": nsf.num_hidden, "bins": nsf.transform.bins,
+                             "bound": nsf.transform.bound},
             "evaluation": "exact test NLL, nats per 2-D point, mean over the test points"}

@@ -20,9 +20,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows import compat
-from tfp_flows.bijectors import FlowBijector, ReversibleChain, make_transform
-from tfp_flows.bijectors.transforms import SCALE_FUNCTIONS, TRANSFORMS
+from tfp_flows import compat, transforms
+from tfp_flows.bijectors import FlowBijector, ReversibleChain
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.nets import MADE, ConvNet
 from tfp_flows.nets.stack import ZeroInitStack
@@ -236,36 +235,32 @@ class Flow(keras.layers.Layer):
                 run = step.bijectors(context, initialize) + run
         return composed()
 
-    def _transform(self, transform: str, scale_fn, bins, bound, default_scale_fn: str):
-        """The coupling transform, refusing the options that the chosen one ignores."""
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}.")
-        if transform != "affine" and scale_fn is not None:
-            raise ValueError(f"scale_fn applies to the affine transform only, not to "
-                             f"transform={transform!r}.")
-        if transform != "spline" and (bins is not None or bound is not None):
-            raise ValueError(f"bins and bound apply to transform='spline' only, not to "
-                             f"transform={transform!r}.")
-        if scale_fn is not None and scale_fn not in SCALE_FUNCTIONS:
-            raise ValueError(f"scale_fn must be one of {SCALE_FUNCTIONS}, got {scale_fn!r}.")
-        self.transform_name = transform
-        self.scale_fn = (scale_fn or default_scale_fn) if transform == "affine" else None
-        options = {"scale_fn": self.scale_fn} if transform == "affine" else (
-            {"bins": 8 if bins is None else bins, "bound": 4.0 if bound is None else bound}
-            if transform == "spline" else {})
-        chosen = make_transform(transform, **options)
-        # The spline's validated bins and bound (plain Python numbers, as the config needs).
-        self.bins = chosen.bins if transform == "spline" else None
-        self.bound = chosen.bound if transform == "spline" else None
-        return chosen
+    def _transform(self, transform, scale_fn, bins, bound,
+                   default_scale_fn: str) -> transforms.Transform:
+        """The coupling (or autoregressive) transform, kept as `self.transform`.
+
+        `transform` is a registered name, a `tfp_flows.Transform` or a `{"name": ...}` dict
+        (see `tfp_flows.transforms.get`). The shortcuts `scale_fn`, `bins` and `bound`, when
+        not None, are options of a transform given by name; the named transform refuses one
+        it does not take. `default_scale_fn` is the family's scale for "affine" by name.
+        """
+        shortcuts = {key: value for key, value in
+                     {"scale_fn": scale_fn, "bins": bins, "bound": bound}.items()
+                     if value is not None}
+        if shortcuts and not isinstance(transform, str):
+            raise ValueError(f"{', '.join(shortcuts)} apply to a transform given by name, not "
+                             f"to transform={transform!r}: give the options to the transform "
+                             f"itself.")
+        if transform == "affine":
+            shortcuts.setdefault("scale_fn", default_scale_fn)
+        self.transform = transforms.get(transform, **shortcuts)
+        # A config must name the transform: an unregistered one is refused now, not when the
+        # model is saved after training.
+        transforms.serialize(self.transform)
+        return self.transform
 
     def _transform_config(self) -> dict:
-        config = {"transform": self.transform_name}
-        if self.transform_name == "affine":
-            config["scale_fn"] = self.scale_fn
-        if self.transform_name == "spline":
-            config.update(bins=self.bins, bound=self.bound)
-        return config
+        return {"transform": transforms.serialize(self.transform)}
 
     def _reject_ignored(self, given: dict, applies_to: str):
         ignored = [name for name, value in given.items() if value is not None]
@@ -298,7 +293,7 @@ class NICE(Flow):
         size = int(np.prod(self.event_shape))
         if size < 2:
             raise ValueError(f"NICE needs at least 2 dimensions, got event shape {event_shape}.")
-        additive = make_transform("additive")
+        additive = transforms.AdditiveTransform()
         self.steps = [CouplingStep(additive, size, parity=i % 2, hidden=self.hidden,
                                    num_hidden=self.num_hidden, context_size=self.context_size,
                                    name=f"coupling_{i}") for i in range(self.num_couplings)]
@@ -413,7 +408,9 @@ class NSF(RealNVP):
                  num_scales: int | None = None, hidden: int | None = None, num_hidden: int = 2,
                  bins: int | None = None, bound: float | None = None, **kwargs):
         transform = kwargs.pop("transform", "spline")
-        if transform != "spline":
+        # The name, a spline, or the dict a saved NSF's config holds.
+        if not (transform == "spline" or isinstance(transform, transforms.SplineTransform) or (
+                isinstance(transform, dict) and transform.get("name") == "spline")):
             raise ValueError(f"NSF couplings are splines; got transform={transform!r} "
                              f"(use RealNVP for other transforms).")
         vector = len(tuple(event_shape)) == 1
@@ -422,7 +419,8 @@ class NSF(RealNVP):
         if vector and hidden is None:
             hidden = 128
         super().__init__(event_shape, num_couplings=num_couplings, num_scales=num_scales,
-                         hidden=hidden, num_hidden=num_hidden, bins=bins, bound=bound, **kwargs)
+                         hidden=hidden, num_hidden=num_hidden, transform=transform, bins=bins,
+                         bound=bound, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
@@ -507,7 +505,8 @@ class MAF(Flow):
     Built on TFP's `tfb.MaskedAutoregressiveFlow` with our Keras 3 `MADE`; consecutive layers
     reverse the variable order. Density (the inverse) is one pass; sampling is sequential,
     D passes. Vectors only. `transform="spline"` makes each layer a rational-quadratic
-    autoregressive spline (with `bins` and `bound`) instead of MAF's affine map.
+    autoregressive spline (with `bins` and `bound`) instead of MAF's affine map,
+    `transform="additive"` a volume-preserving MAF; any registered transform works.
 
     The affine map's log-scale is soft-clamped to +-3 per layer by default
     (`scale_fn="soft_clamp"`, or "tanh"; see `AffineTransform`): the paper's unbounded one
@@ -529,9 +528,6 @@ class MAF(Flow):
         if self.is_image:
             raise ValueError(f"{type(self).__name__} takes vector events (D,), got "
                              f"{self.event_shape}; flatten images first.")
-        if transform == "additive":
-            raise ValueError(f"{type(self).__name__} takes transform='affine' or 'spline', "
-                             f"got 'additive'.")
         autoregressive = self._transform(transform or "affine", scale_fn, bins, bound,
                                          "soft_clamp")
         self.num_layers = _integer("num_layers", num_layers)

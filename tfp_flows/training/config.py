@@ -21,7 +21,7 @@ import numpy as np
 from absl import flags
 
 from tfp_flows import zoo
-from tfp_flows.bijectors.transforms import TRANSFORMS
+from tfp_flows.transforms import TRANSFORMS
 from tfp_flows.training.errors import ConfigError
 
 __all__ = ["MONITOR", "SIZE_FLAGS", "STRATEGIES", "TRANSFORM_FLAGS", "TrainConfig",
