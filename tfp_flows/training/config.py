@@ -21,8 +21,8 @@ import numpy as np
 from absl import flags
 
 from tfp_flows import zoo
-from tfp_flows.transforms import TRANSFORMS
 from tfp_flows.training.errors import ConfigError
+from tfp_flows.transforms import TRANSFORMS
 
 __all__ = ["MONITOR", "SIZE_FLAGS", "STRATEGIES", "TRANSFORM_FLAGS", "TrainConfig",
            "family", "family_args", "family_flags", "flag_name", "flow_arguments",
