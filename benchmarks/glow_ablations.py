@@ -39,7 +39,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
-from benchmarks import bench
+from benchmarks import harness
+from tfp_flows import compat
 from tfp_flows.bijectors import ActNorm, InvertibleConv1x1, Squeeze, lu_factors
 from tfp_flows.nets import ConvNet
 from tfp_flows.steps import GlowSteps
@@ -94,7 +95,7 @@ def _glow(size: str):
 
 def _train_step(model, x):
     """The benchmark's training step (GradientTape + Keras Adam) on the batch `x`."""
-    step = bench.train_step_fn(model.log_prob, model.trainable_variables, False, 1e-4)
+    step = harness.train_step_fn(model.log_prob, model.trainable_variables, False, 1e-4)
     return lambda: step(x)
 
 
@@ -113,7 +114,7 @@ def pointwise_conv(size: str, calls: int, rounds: int) -> dict:
 def _per_step_shapes(model) -> tuple[list, list]:
     """The model's trainable shapes as one variable per kind per step, and as the library
     keeps them (the steps of a level stacked on a leading axis)."""
-    stacked = {id(v): v for layer in model.flow._flatten_layers()
+    stacked = {id(v): v for layer in compat.sublayers(model.flow)
                if isinstance(layer, GlowSteps) for v in layer.trainable_weights}
     others = [tuple(v.shape) for v in model.trainable_variables if id(v) not in stacked]
     per_step = [tuple(v.shape[1:]) for v in stacked.values() for _ in range(v.shape[0])]

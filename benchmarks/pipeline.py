@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -130,6 +129,8 @@ def main() -> None:
                   flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    from tfp_flows import machine
+
     memory_ratio = rows[-1]["peak_rss_mib"] / rows[0]["peak_rss_mib"]
     feed_ratios = [row["pipeline_images_per_s"] / row["train_images_per_s"] for row in rows]
     print(f"peak RSS {sizes[-1]} / {sizes[0]} images: {memory_ratio:.3f} (target within 10%)")
@@ -142,8 +143,7 @@ def main() -> None:
             f" --sizes {args.sizes}" if args.sizes != parser.get_default("sizes") else ""),
         "image_shape": list(SHAPE), "settings": SETTINGS, "rows": rows,
         "peak_rss_ratio": memory_ratio, "pipeline_over_training": feed_ratios,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "load_average_1min": os.getloadavg()[0], "python": platform.python_version()},
+        "machine": machine.describe(),
     }
     out = os.path.join(RESULTS_DIR, f"{datetime.date.today().isoformat()}-cpu-pipeline.json")
     with open(out, "w") as f:

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_flows
+from tfp_flows import machine
 
 SHAPE = (16, 16, 3)
 
@@ -110,8 +111,7 @@ def main(argv=None) -> dict:
         "rounds": args.rounds, "repeats": args.repeats,
         "results": results,
         "traces_over_20_calls": traces,
-        "machine": {"cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
-                    "tensorflow": tf.__version__, "keras": keras.__version__},
+        "machine": machine.describe(),
     }
     date = datetime.date.today().isoformat()
     path = os.path.join(os.path.dirname(__file__), "results", f"{date}-cpu-public-api.json")

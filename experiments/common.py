@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -19,9 +18,9 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from tfp_flows import datasets
+from tfp_flows import machine as tfp_flows_machine
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -30,19 +29,8 @@ FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sanda
 DPI = 80
 
 
-def machine() -> dict:
-    """The machine and software a number was measured on, with the load when it started."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(),
-            "gpu": bool(tf.config.list_physical_devices("GPU")),
-            "load_average_1min_at_start": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "tensorflow_probability": tfp.__version__}
+# The record of the machine every experiment writes beside its numbers (tfp_flows.machine).
+machine = tfp_flows_machine.describe
 
 
 def fashion_mnist_arrays(data_dir: str) -> dict[str, np.ndarray]:

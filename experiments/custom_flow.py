@@ -35,8 +35,9 @@ import tensorflow as tf
 
 import tfp_flows
 from tfp_flows import Flow
-from tfp_flows.bijectors import InvertibleConv1x1, SplineTransform, lu_factors
+from tfp_flows.bijectors import InvertibleConv1x1, lu_factors
 from tfp_flows.steps import CouplingStep, ScalingStep
+from tfp_flows.transforms import SplineTransform
 
 
 @keras.saving.register_keras_serializable(package="custom_flow")

@@ -32,7 +32,8 @@ def test_gpu_device_is_refused_without_a_gpu(capsys):
 
 @pytest.mark.parametrize("argv", [["--fit-rounds", "0"], ["--fit-steps", "-1"],
                                   ["--fit-runs", "in_memory,bogus"],
-                                  ["--reversible-depths", "8"]])
+                                  ["--reversible-depths", "8"], ["--flows", "nsf"],
+                                  ["--flows", "glow,bogus"]])
 def test_bad_flags_are_refused_by_name(argv, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)

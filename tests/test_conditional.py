@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfp_flows
+from tfp_flows import compat
 from tfp_flows.nets import MADE
 from tfp_flows.nets.stack import ZeroInitStack
 
@@ -298,7 +299,7 @@ def test_conditional_prior_gradients_reach_a_distribution_built_before_the_tape(
     """Glow's conditional prior computed its mean and scale when the bijector was built."""
     model = IMAGE_BUILDERS["glow"](num_classes=K)
     distribution = model.conditional_distribution(np.array([0, 2, 1, 1]))
-    prior = next(layer for layer in model.flow._flatten_layers()
+    prior = next(layer for layer in compat.sublayers(model.flow)
                  if type(layer).__name__ == "ConditionalPrior")
     with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(distribution.log_prob(_pixels()))

@@ -7,9 +7,10 @@ import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
 import tfp_flows
-from tfp_flows.bijectors import ActNorm, AffineTransform, Coupling, InvertibleConv1x1
+from tfp_flows.bijectors import ActNorm, Coupling, InvertibleConv1x1
 from tfp_flows.nets import MLP, ConvNet
 from tfp_flows.steps import GlowSteps
+from tfp_flows.transforms import AffineTransform
 
 SHAPES = {"image": (4, 4, 4), "vector": (6,)}
 

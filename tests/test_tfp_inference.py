@@ -94,12 +94,14 @@ def test_autoregressive_scale_is_soft_clamped_by_default(name, raw_log_scale):
 def test_unbounded_scale_stays_available_and_old_saved_models_keep_it():
     model = tfp_flows.maf((2,), hidden=8, num_layers=1, scale_fn="exp")
     assert model.flow.get_config()["transform"] == {"name": "affine", "scale_fn": "exp"}
-    assert tfp_flows.maf((2,), hidden=8, num_layers=1).flow.get_config()["transform"] == {
-        "name": "affine", "scale_fn": "soft_clamp"}
-    # A MAF saved before scale_fn existed was trained with the unbounded scale.
+    assert tfp_flows.maf((2,), hidden=8, num_layers=1).flow.get_config()["transform"] == (
+        {"name": "affine", "scale_fn": "soft_clamp"})
+    # A MAF saved before scale_fn existed (flat "transform": "affine", or no transform at all)
+    # was trained with the unbounded scale.
     config = tfp_flows.maf((2,), hidden=8, num_layers=1).flow.get_config()
-    config["transform"] = "affine"
-    assert tfp_flows.MAF.from_config(config).transform.scale_fn == "exp"
+    for old in ({**config, "transform": "affine"}, {k: v for k, v in config.items()
+                                                  if k != "transform"}):
+        assert tfp_flows.MAF.from_config(old).transform.scale_fn == "exp"
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

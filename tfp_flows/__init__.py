@@ -17,7 +17,7 @@ import keras  # noqa: E402
 if keras.backend.backend() != "tensorflow":
     raise ImportError(_NEEDS_TENSORFLOW.format(keras.backend.backend()))
 
-from tfp_flows import bijectors, families, nets, steps  # noqa: E402
+from tfp_flows import bijectors, families, nets, steps, transforms  # noqa: E402
 from tfp_flows.export import export_saved_model  # noqa: E402
 from tfp_flows.families import (  # noqa: E402
     FAMILIES,
@@ -39,9 +39,11 @@ from tfp_flows.families import (  # noqa: E402
     register_family,
 )
 from tfp_flows.flow_model import FlowModel  # noqa: E402
+from tfp_flows.transforms import Transform, register_transform  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "Argument", "Flow", "FlowModel", "Glow",
-           "RealNVP", "bijectors", "build", "export_saved_model", "families", "glow", "iaf",
-           "maf", "nets", "nice", "nsf", "realnvp", "register_family", "steps"]
+           "RealNVP", "Transform", "bijectors", "build", "export_saved_model", "families",
+           "glow", "iaf", "maf", "nets", "nice", "nsf", "realnvp", "register_family",
+           "register_transform", "steps", "transforms"]

@@ -12,6 +12,7 @@ import warnings
 
 import tensorflow as tf
 
+from tfp_flows import compat
 from tfp_flows.flow_model import FlowModel
 
 __all__ = ["export_saved_model"]
@@ -155,6 +156,6 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
     # model), so no Keras or TFP object enters the SavedModel's object graph; the signatures'
     # concrete functions are not attributes, or saving would trace them again.
     root = tf.Module(name="flow")
-    root.model_variables = [v.value for v in model.variables]
+    root.model_variables = [compat.tf_variable(v) for v in model.variables]
     tf.saved_model.save(root, path, signatures=_serving_functions(model))
     return path

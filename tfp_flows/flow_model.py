@@ -13,6 +13,8 @@ import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 from tensorflow_probability import distributions as tfd
 
+from tfp_flows import compat
+
 __all__ = ["FlowModel"]
 
 
@@ -307,7 +309,7 @@ class FlowModel(keras.Model):
         if "_latent_shape" not in self.__dict__:
             bijector = self.flow.bijector(self._dummy_context(1))
             shape = tuple(bijector.inverse_event_shape(self.event_shape).as_list())
-            object.__setattr__(self, "_latent_shape", shape)
+            compat.set_untracked(self, "_latent_shape", shape)
         return self._latent_shape
 
     def base_distribution(self, temperature: float = 1.0) -> tfd.Distribution:
@@ -407,7 +409,7 @@ class FlowModel(keras.Model):
         functions = self.__dict__.get("_public_functions")
         if functions is None:
             functions = {}
-            object.__setattr__(self, "_public_functions", functions)
+            compat.set_untracked(self, "_public_functions", functions)
         if name not in functions:
             signature = [tf.TensorSpec([None, *a.shape[1:]] if a.shape.rank else [], a.dtype)
                          for a in args]
@@ -576,7 +578,7 @@ class FlowModel(keras.Model):
         # Keras 3 reduces the step outputs of a multi-worker run with strategy.reduce(axis=0),
         # which fails on scalars (tensorflow/tensorflow#72388); it reduces a length-1 axis away.
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+                and compat.worker_count(strategy) > 1):
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 

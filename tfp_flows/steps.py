@@ -19,18 +19,17 @@ from tensorflow_probability import bijectors as tfb
 
 from tfp_flows.bijectors import (
     ActNorm,
-    AffineTransform,
     Coupling,
+    Elementwise,
     InvertibleConv1x1,
     MultiScale,
     Scaling,
     ShiftAndScale,
-    SplineTransform,
-    Transform,
     lu_factors,
 )
 from tfp_flows.nets import MADE, MLP, ConvNet
 from tfp_flows.nets.stack import stacked_row
+from tfp_flows.transforms import Transform
 
 __all__ = ["AutoregressiveStep", "ConditionalPrior", "CouplingStep", "GlowSteps", "ScaleLevel",
            "ScalingStep", "conditioner_of"]
@@ -90,8 +89,8 @@ class CouplingStep(keras.layers.Layer):
     """A coupling layer and the conditioner network that it owns.
 
     Args:
-        transform: the elementwise transform (`AffineTransform`, `AdditiveTransform`,
-            `SplineTransform`); it sets the conditioner's output width.
+        transform: the elementwise transform, any `tfp_flows.Transform`; its
+            `params_per_entry` sets the conditioner's output width.
         channels: size of the last axis of the events this step sees.
         mask: "channel" or "checkerboard" (images only).
         parity: which half conditions (0 or 1).
@@ -216,13 +215,15 @@ class AutoregressiveStep(keras.layers.Layer):
     """A masked autoregressive layer (MAF) with its MADE, over vectors.
 
     Built on TFP's `tfb.MaskedAutoregressiveFlow`: the inverse (density) is one pass, the
-    forward (sampling) D passes. `reverse=True` orders the variables D..1, so stacked layers
+    forward (sampling) D passes. MADE gives each entry the parameters of `transform` from the
+    entries before it; the transform applied is `transform.autoregressive()` (an `Elementwise`
+    bijector per MADE call). `reverse=True` orders the variables D..1, so stacked layers
     alternate orders.
 
     Args:
-        transform: `AffineTransform` (MAF's shift and log-scale, the log-scale through the
-            transform's `scale_fn`, which must be symmetric: "soft_clamp", "tanh" or "exp") or
-            `SplineTransform` (a rational-quadratic autoregressive flow).
+        transform: any `tfp_flows.Transform`: "affine" is MAF's shift and log-scale (with a
+            `scale_fn` that scales both ways), "spline" a rational-quadratic autoregressive
+            flow, "additive" a volume-preserving MAF.
         event_size: D.
         hidden: width of MADE's hidden layers.
         num_hidden: number of hidden layers.
@@ -233,15 +234,7 @@ class AutoregressiveStep(keras.layers.Layer):
     def __init__(self, transform: Transform, event_size: int, *, hidden: int = 512,
                  num_hidden: int = 2, reverse: bool = False, context_size: int = 0, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(transform, (AffineTransform, SplineTransform)):
-            raise ValueError(f"an autoregressive step takes an affine or a spline transform, "
-                             f"got {transform!r}.")
-        if getattr(transform, "scale_fn", None) == "sigmoid":
-            # Glow's sigmoid scale only shrinks in one direction: an IAF could never widen its
-            # base, so a posterior wider than N(0, I) (most) would be out of reach.
-            raise ValueError("an autoregressive step takes scale_fn 'soft_clamp', 'tanh' or "
-                             "'exp', not 'sigmoid' (it only scales one way).")
-        self.transform = transform
+        self.transform = transform.autoregressive()
         # MADE makes its masks when constructed, as large as its weights: check first.
         _refuse_oversized(f"{self.name}_made", transform,
                           [event_size, *(hidden,) * num_hidden,
@@ -253,27 +246,19 @@ class AutoregressiveStep(keras.layers.Layer):
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
         made = conditioner_of(self.made, context)
         transform = self.transform
-        # tfb.MaskedAutoregressiveFlow calls the function on the same tensor for the inverse
-        # and again for its log-det; keeping the last result runs MADE once per log_prob. It
-        # lives as long as the bijector, like TFP's own cache.
+        # tfb.MaskedAutoregressiveFlow asks for the bijector of the same tensor for the
+        # inverse and again for its log-det; keeping the last one runs MADE and the transform
+        # once per log_prob (the log-det is cached with the output). It lives as long as the
+        # bijector, like TFP's own cache.
         last = {}
 
-        def parameters(x):
-            if last.get("x") is not x:
-                params = keras.ops.cast(made(x), x.dtype)
-                last.update(x=x, params=[params[..., k] for k in range(params.shape[-1])])
-            return last["params"]
-
-        if isinstance(transform, AffineTransform):
-            def shift_and_log_scale(x):
-                shift, raw = parameters(x)
-                return shift, transform.log_scale(raw)
-
-            return [tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=shift_and_log_scale)]
-
         def bijector_fn(x, **kwargs):
-            # MAF's x -> z is the inverse of this bijector; the spline runs data -> latent.
-            return tfb.Invert(transform.spline(keras.ops.concatenate(parameters(x), -1)))
+            if last.get("x") is not x:
+                # MADE's (..., D, P) as the transform's P blocks of D on the last axis.
+                params = keras.ops.cast(made(x), x.dtype)
+                blocks = keras.ops.concatenate(keras.ops.unstack(params, axis=-1), axis=-1)
+                last.update(x=x, bijector=Elementwise(transform, blocks))
+            return last["bijector"]
 
         return [tfb.MaskedAutoregressiveFlow(bijector_fn=bijector_fn)]
 

@@ -4,13 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfp_flows.bijectors import (
-    AdditiveTransform,
-    AffineTransform,
-    Coupling,
-    SplineTransform,
-    make_transform,
-)
+from tfp_flows import transforms
+from tfp_flows.bijectors import Coupling
+from tfp_flows.transforms import AdditiveTransform, AffineTransform, SplineTransform
 
 CASES = [  # (mask, batch_shape, event_shape)
     ("channel", (2, 3), (5,)),
@@ -103,7 +99,7 @@ def test_spline_needs_three_bins_minus_one_parameters_per_entry():
     (lambda: SplineTransform(bound=0.0), "bound must be a positive finite number"),
     (lambda: SplineTransform(bound=float("inf")), "bound must be a positive finite number"),
     (lambda: AffineTransform("softplus"), "scale_fn must be one of"),
-    (lambda: make_transform("quadratic"), "transform must be one of"),
+    (lambda: transforms.get("quadratic"), "unknown transform 'quadratic'"),
     (lambda: Coupling(lambda x: x, "affine", event_ndims=1), "must be a tfp_flows"),
     (lambda: Coupling(lambda x: x, AdditiveTransform(), event_ndims=2), "event_ndims must be"),
 ])

@@ -4,6 +4,7 @@ from tfp_flows.bijectors.actnorm import ActNorm
 from tfp_flows.bijectors.additive_coupling import AdditiveCoupling
 from tfp_flows.bijectors.affine_coupling import AffineCoupling
 from tfp_flows.bijectors.coupling import Coupling
+from tfp_flows.bijectors.elementwise import Elementwise
 from tfp_flows.bijectors.flow_bijector import FlowBijector
 from tfp_flows.bijectors.invertible_conv1x1 import InvertibleConv1x1, lu_factors
 from tfp_flows.bijectors.multiscale import MultiScale
@@ -11,30 +12,19 @@ from tfp_flows.bijectors.reversible_chain import ReversibleChain
 from tfp_flows.bijectors.scaling import Scaling
 from tfp_flows.bijectors.shift_and_scale import ShiftAndScale
 from tfp_flows.bijectors.squeeze import Squeeze
-from tfp_flows.bijectors.transforms import (
-    AdditiveTransform,
-    AffineTransform,
-    SplineTransform,
-    Transform,
-    make_transform,
-)
 
 __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
     "Coupling",
+    "Elementwise",
     "FlowBijector",
     "InvertibleConv1x1",
     "MultiScale",
     "ReversibleChain",
     "Scaling",
     "ShiftAndScale",
-    "SplineTransform",
     "Squeeze",
-    "Transform",
-    "AdditiveTransform",
-    "AffineTransform",
-    "make_transform",
     "lu_factors",
 ]

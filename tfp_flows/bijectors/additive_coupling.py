@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tfp_flows.bijectors.coupling import Coupling
-from tfp_flows.bijectors.transforms import AdditiveTransform
+from tfp_flows.transforms.additive import AdditiveTransform
 
 __all__ = ["AdditiveCoupling"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tfp_flows.bijectors.coupling import Coupling
-from tfp_flows.bijectors.transforms import SCALE_FUNCTIONS, AffineTransform
+from tfp_flows.transforms.affine import SCALE_FUNCTIONS, AffineTransform
 
 __all__ = ["AffineCoupling", "SCALE_FUNCTIONS"]
 

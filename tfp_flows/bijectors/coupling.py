@@ -6,7 +6,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_flows.bijectors.one_pass import OnePassBijector
-from tfp_flows.bijectors.transforms import Transform
 
 __all__ = ["Coupling", "MASKS"]
 
@@ -30,8 +29,8 @@ class Coupling(OnePassBijector):
         forward (latent -> data):                      x_a = z_a,  x_b = g^-1(z_b; theta)
         log|det J_inverse| = sum log|g'(x_b; theta)|
 
-    `transform` is the elementwise g (`AffineTransform`, `AdditiveTransform`,
-    `SplineTransform`, see `tfp_flows.bijectors.transforms`); the conditioner returns
+    `transform` is the elementwise g, any `tfp_flows.Transform` (the built-in ones are in
+    `tfp_flows.transforms`, a plugin's work alike); the conditioner returns
     `transform.params_per_entry` values per transformed entry. Both directions take one pass
     of the conditioner, and `log_prob` runs it once (see `OnePassBijector`).
 
@@ -48,8 +47,9 @@ class Coupling(OnePassBijector):
     #### Examples
 
     ```python
-    net = tfp_flows.nets.MLP(SplineTransform(bins=8).params_per_entry * 2)
-    bijector = Coupling(net, SplineTransform(bins=8), mask="channel", event_ndims=1)
+    spline = tfp_flows.transforms.get("spline", bins=8)
+    net = tfp_flows.nets.MLP(spline.params_per_entry * 2)
+    bijector = Coupling(net, spline, mask="channel", event_ndims=1)
     ```
 
     #### References
@@ -60,13 +60,15 @@ class Coupling(OnePassBijector):
         NeurIPS 2019. https://arxiv.org/abs/1906.04032
     """
 
-    def __init__(self, conditioner, transform: Transform, *, mask: str = "channel",
+    def __init__(self, conditioner, transform, *, mask: str = "channel",
                  parity: int = 0, event_ndims: int = 3, validate_args: bool = False,
                  name: str = "coupling", parameters: dict | None = None):
         parameters = dict(locals()) if parameters is None else parameters
-        if not isinstance(transform, Transform):
-            raise TypeError(f"transform must be a tfp_flows.bijectors.transforms.Transform, "
-                            f"got {type(transform).__name__}.")
+        if not callable(transform) or not all(
+                hasattr(transform, name) for name in ("params_per_entry", "volume_preserving")):
+            raise TypeError(f"transform must be a tfp_flows.Transform (callable as "
+                            f"transform(x, params, inverse), with params_per_entry and "
+                            f"volume_preserving), got {type(transform).__name__}.")
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
         if event_ndims not in (1, 3):
@@ -86,7 +88,7 @@ class Coupling(OnePassBijector):
                          parameters=parameters, name=name)
 
     @property
-    def transform(self) -> Transform:
+    def transform(self):
         return self._transform
 
     @property

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
+from tfp_flows import compat
+
 __all__ = ["FlowBijector"]
 
 
@@ -35,8 +37,8 @@ class FlowBijector(tfb.Bijector):
                  validate_args: bool = False, name: str = "flow"):
         parameters = dict(locals())
         self._bijector = bijector
-        # Keras 3 variables wrap a tf.Variable in `.value`; tf.Module lists what it finds here.
-        self._variables = tuple(getattr(v, "value", v) for v in variables)
+        # tf.Module lists the tf.Variables it finds here, not Keras' wrappers of them.
+        self._variables = tuple(compat.tf_variable(v) for v in variables)
         super().__init__(forward_min_event_ndims=bijector.forward_min_event_ndims,
                          inverse_min_event_ndims=bijector.inverse_min_event_ndims,
                          is_constant_jacobian=bijector.is_constant_jacobian, dtype=dtype,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tensorflow_probability import bijectors as tfb
-from tensorflow_probability.python.internal import cache_util
+
+from tfp_flows import compat
 
 __all__ = ["OnePassBijector"]
 
@@ -19,8 +20,7 @@ class OnePassBijector(tfb.Bijector):
     network once instead of twice.
     """
 
-    _cache = cache_util.BijectorCacheWithGreedyAttrs(
-        forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+    _cache = compat.greedy_bijector_cache("_augmented_forward", "_augmented_inverse")
 
     @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows import transforms
+from tfp_flows import compat, transforms
 from tfp_flows.bijectors import FlowBijector, ReversibleChain
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.nets import MADE
@@ -196,7 +196,7 @@ class Flow(keras.layers.Layer):
     # The family's transform when none is given (None: the family has no choice of it), and
     # the options a transform gets when chosen by name and not given them.
     default_transform: str | None = None
-    transform_defaults: dict[str, dict] = {"spline": {"bins": 8, "bound": 4.0}}
+    transform_defaults: dict[str, dict] = {}
     # Whether the steps see images as vectors of H * W * C entries.
     flattens_images = False
     uses_data_dependent_init = False
@@ -272,11 +272,20 @@ class Flow(keras.layers.Layer):
                                  f"{', '.join(given)}.")
             return None
         spec = given.pop("transform")
+        # The shortcuts, when given, are options of a transform given by name.
         options = {name: value for name, value in given.items() if value is not None}
-        if spec is None or isinstance(spec, str):
-            spec = spec or self.default_transform
+        if spec is None:
+            spec = self.default_transform
+        if options and not isinstance(spec, str):
+            raise ValueError(f"{', '.join(options)} apply to a transform given by name, not to "
+                             f"transform={spec!r}: give the options to the transform itself.")
+        if isinstance(spec, str):
             options = {**self.transform_defaults.get(spec, {}), **options}
-        return transforms.get(spec, **options)
+        transform = transforms.get(spec, **options)
+        # A config must name the transform: an unregistered one is refused now, not when the
+        # model is saved after training.
+        transforms.serialize(transform)
+        return transform
 
     def _take_declared(self, kwargs: dict) -> dict:
         """Pops the declared arguments (and their deprecated names) out of `kwargs`."""
@@ -338,7 +347,7 @@ class Flow(keras.layers.Layer):
     @property
     def conditioners(self) -> list[keras.layers.Layer]:
         """Every conditioner network of the flow (coupling nets, MADEs, split priors)."""
-        return [layer for layer in self._flatten_layers(include_self=False)
+        return [layer for layer in compat.sublayers(self)
                 if isinstance(layer, (ZeroInitStack, MADE))]
 
     def get_config(self):

@@ -39,7 +39,7 @@ class Glow(Flow):
     )
     default_preprocessing = "center"
     default_transform = "affine"
-    transform_defaults = {**Flow.transform_defaults, "affine": {"scale_fn": "sigmoid"}}
+    transform_defaults = {"affine": {"scale_fn": "sigmoid"}}
     uses_data_dependent_init = True
 
     def __init__(self, event_shape, num_scales: int | None = None, depth: int | None = None,

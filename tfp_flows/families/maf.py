@@ -34,7 +34,7 @@ class MAF(Flow):
         Argument("num_hidden", int, 2, "Hidden layers per MADE.", minimum=0),
     )
     default_transform = "affine"
-    transform_defaults = {**Flow.transform_defaults, "affine": {"scale_fn": "soft_clamp"}}
+    transform_defaults = {"affine": {"scale_fn": "soft_clamp"}}
     flattens_images = True
 
     def __init__(self, event_shape, num_layers: int | None = None, hidden: int | None = None,

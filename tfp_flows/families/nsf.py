@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tfp_flows import transforms
 from tfp_flows.families.base import register_family
 from tfp_flows.families.realnvp import RealNVP
 
@@ -29,8 +30,9 @@ class NSF(RealNVP):
 
     def __init__(self, event_shape, **kwargs):
         transform = kwargs.get("transform")
-        if transform is not None and transform != "spline" and not (
-                isinstance(transform, dict) and transform.get("name") == "spline"):
+        if not (transform in (None, "spline")
+                or isinstance(transform, transforms.SplineTransform)
+                or (isinstance(transform, dict) and transform.get("name") == "spline")):
             raise ValueError(f"NSF couplings are splines; got transform={transform!r} "
                              f"(use RealNVP for other transforms).")
         super().__init__(event_shape, **kwargs)

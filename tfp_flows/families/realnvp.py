@@ -39,7 +39,7 @@ class RealNVP(Flow):
         Argument("num_hidden", int, 2, "Hidden layers per conditioner.", minimum=0),
     )
     default_transform = "affine"
-    transform_defaults = {**Flow.transform_defaults, "affine": {"scale_fn": "tanh"}}
+    transform_defaults = {"affine": {"scale_fn": "tanh"}}
 
     def __init__(self, event_shape, num_couplings: int | None = None,
                  num_scales: int | None = None, hidden: int | None = None,

@@ -1,16 +1,12 @@
-"""The final evaluation of a run: exact NLL and bits/dim per split, and the machine it ran on."""
+"""The final evaluation of a run: exact NLL and bits/dim per split."""
 
 from __future__ import annotations
 
-import os
-import platform
-
-import keras
 import tensorflow as tf
 
 from tfp_flows.flow_model import FlowModel
 
-__all__ = ["evaluator", "machine"]
+__all__ = ["evaluator"]
 
 
 def evaluator(model: FlowModel, strategy: tf.distribute.Strategy):
@@ -43,11 +39,3 @@ def evaluator(model: FlowModel, strategy: tf.distribute.Strategy):
         return {"nll_nats": nll, "bits_per_dim": float(model.bits_per_dim(-nll))}
 
     return evaluate
-
-
-def machine() -> dict:
-    """The platform, processor, CPUs, GPUs and library versions of this process."""
-    return {"platform": platform.platform(), "processor": platform.processor() or None,
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": tf.__version__, "keras": keras.__version__,
-            "gpus": [d.name for d in tf.config.list_logical_devices("GPU")]}

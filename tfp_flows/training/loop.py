@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from tfp_flows.flow_model import FlowModel
+from tfp_flows.machine import describe as describe_machine
 from tfp_flows.training import run_directory
 from tfp_flows.training.callbacks import BestModel, NonFiniteCheck, Patience, Throughput
 from tfp_flows.training.checkpoint import Checkpoint
@@ -28,7 +29,7 @@ from tfp_flows.training.config import (
 )
 from tfp_flows.training.data import load_splits
 from tfp_flows.training.errors import ConfigError, TrainingError
-from tfp_flows.training.evaluation import evaluator, machine
+from tfp_flows.training.evaluation import evaluator
 from tfp_flows.training.figures import write_figures
 from tfp_flows.training.files import write_json_atomically
 from tfp_flows.training.kill_points import kill_point
@@ -178,7 +179,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
         "train_time_s": train_seconds, "wall_time_s": None,
         "num_parameters": int(sum(math.prod(v.shape) for v in model.trainable_variables)),
         "strategy": config.strategy, "num_replicas": strategy.num_replicas_in_sync,
-        "machine": machine(),
+        "machine": describe_machine(),
     }
     if chief:
         written = ["config.json", "model.keras", "backup/", "logs/", "metrics.json",

@@ -37,9 +37,11 @@ def identity(config: TrainConfig, splits, model: FlowModel) -> dict:
     takes = family_args(config.flow, len(splits.event_shape) == 3)
     # The family's values, its defaults included (bins and bound are absent unless a spline).
     flow = model.flow.get_config()
-    if isinstance(flow.get("transform"), dict):
-        # The transform as its flags name it, and its options.
-        flow = {**flow["transform"], **flow, "transform": flow["transform"]["name"]}
+    transform = flow.get("transform")
+    if isinstance(transform, dict):
+        # The transform as its flags name it (the flat form that run directories store).
+        options = {key: value for key, value in transform.items() if key != "name"}
+        flow = {**options, **flow, "transform": transform["name"]}
     return {"flow": config.flow, "dataset": config.dataset, "seed": config.seed,
             "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
             "num_levels": splits.num_levels, "crop": config.crop,

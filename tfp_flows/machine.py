@@ -1,0 +1,40 @@
+"""The machine and software a measurement ran on, for the records next to the numbers."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+__all__ = ["describe"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def describe() -> dict:
+    """CPU model and cores, GPUs, the load when the measurement started, platform, versions.
+
+    Keys: `cpu` (model name), `logical_cores`, `gpus` (physical GPU device names), `gpu`
+    (whether there is one), `load_average_1min_at_start`, `platform`, `python`, `tensorflow`,
+    `keras`, `tensorflow_probability`. `cores` and `cpu_count` repeat `logical_cores`, and
+    `load_average_1min` the load, under the names the committed benchmark JSONs use, so that a
+    reader of those files reads new ones too.
+    """
+    cores = os.cpu_count()
+    load = round(os.getloadavg()[0], 2)
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {"cpu": _cpu_model(), "logical_cores": cores, "cores": cores, "cpu_count": cores,
+            "gpus": gpus, "gpu": bool(gpus), "load_average_1min_at_start": load,
+            "load_average_1min": load, "platform": platform.platform(),
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "tensorflow_probability": tfp.__version__}
