@@ -1,6 +1,6 @@
-"""IAF (and MAF) as variational posteriors, fitted with `tfp.vi.fit_surrogate_posterior`.
+"""IAF, MAF, planar and radial flows as variational posteriors via tfp.vi.
 
-    python experiments/vi_posterior.py           # 2 targets x 3 posteriors, ~8 min on 2 busy CPUs
+    python experiments/vi_posterior.py           # 2 targets x 6 posteriors, ~15 min on 2 busy CPUs
     python experiments/vi_posterior.py --quick   # a smoke test (writes to $TMPDIR/tfp_flows_quick)
 
 A FlowModel's `model.distribution` is a `tfd.TransformedDistribution` whose `trainable_variables`
@@ -32,7 +32,13 @@ checked numerically on a grid (`normaliser_check_log_integral` in the JSON).
 Posteriors, all starting at N(0, I) (the flows' last MADE layers start at zero): the mean-field
 Gaussian baseline (independent `tfd.Normal`s with trainable loc and softplus scale), an IAF and a
 MAF (`num_layers` MADE layers of 2 x `hidden` ReLU units, log-scales soft-clamped to +-3, the
-default). Every fit uses the same optimizer,
+default). At a small parameter count, three more: a small IAF (`small_layers` MADE layers of
+2 x `small_hidden` units) and the planar and radial flows of Rezende and Mohamed (2015),
+whose `num_layers` is the small IAF's parameter count divided by a layer's (2D + 1 = 5 for
+planar, D + 2 = 4 for radial), rounded: the three counts match within a layer's parameters.
+(Matching the large IAF's 18,448 would take about 3,700 planar layers.) The planar and radial
+flows start near the identity (see `tfp_flows.families.planar.PlanarSteps`, `RadialSteps`).
+Every fit uses the same optimizer,
 learning rate, number of steps, sample size and seeds. The final ELBO is estimated with
 `eval_samples` samples drawn with a fixed seed, with its standard error, the importance-sampled
 log Z estimate (log mean exp(log p - log q), <= log Z in expectation) and the effective sample
@@ -62,9 +68,11 @@ import tfp_flows
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-POSTERIORS = ("mean_field", "iaf", "maf")
-LABELS = {"mean_field": "mean-field Gaussian", "iaf": "IAF", "maf": "MAF"}
-COLORS = {"mean_field": "tab:gray", "iaf": "tab:orange", "maf": "tab:blue"}
+POSTERIORS = ("mean_field", "iaf", "maf", "iaf_small", "planar", "radial")
+LABELS = {"mean_field": "mean-field Gaussian", "iaf": "IAF", "maf": "MAF",
+          "iaf_small": "IAF (small)", "planar": "planar", "radial": "radial"}
+COLORS = {"mean_field": "tab:gray", "iaf": "tab:orange", "maf": "tab:blue",
+          "iaf_small": "tab:brown", "planar": "tab:green", "radial": "tab:purple"}
 
 
 # ------------------------------------------------------------------------------------ targets
@@ -123,11 +131,18 @@ def build_posterior(kind: str, args):
         scale = tfp.util.TransformedVariable(tf.ones(2), tfb.Softplus(), name="scale")
         q = tfd.Independent(tfd.Normal(loc, scale), reinterpreted_batch_ndims=1)
     else:
-        builder = tfp_flows.iaf if kind == "iaf" else tfp_flows.maf
-        model = builder((2,), hidden=args.hidden, num_layers=args.layers)
-        q = model.distribution
+        q = flow_model(kind, args).distribution
     variables = q.trainable_variables
     return q, variables, int(sum(np.prod(v.shape) for v in variables))
+
+
+def flow_model(kind: str, args) -> tfp_flows.FlowModel:
+    """The flow posterior `kind` over z in R^2."""
+    if kind == "iaf_small":
+        return tfp_flows.iaf((2,), hidden=args.small_hidden, num_layers=args.small_layers)
+    if kind in ("planar", "radial"):
+        return tfp_flows.build(kind, (2,), num_layers=getattr(args, f"{kind}_layers"))
+    return tfp_flows.build(kind, (2,), hidden=args.hidden, num_layers=args.layers)
 
 
 def evaluate(q, log_prob, log_z: float, args) -> dict:
@@ -262,6 +277,10 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--layers", type=int, default=4, help="autoregressive layers")
     parser.add_argument("--hidden", type=int, default=64, help="MADE hidden units")
+    parser.add_argument("--small_layers", type=int, default=1,
+                        help="autoregressive layers of the small IAF")
+    parser.add_argument("--small_hidden", type=int, default=4,
+                        help="MADE hidden units of the small IAF")
     parser.add_argument("--eval_samples", type=int, default=100_000)
     parser.add_argument("--check_samples", type=int, default=2000,
                         help="samples whose log q is recomputed without the cache")
@@ -270,6 +289,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_samples, args.hidden, args.layers, args.grid = 40, 2000, 16, 2, 40
+    # Planar and radial at the small IAF's parameter count: a layer has 2D + 1 and D + 2.
+    small = sum(int(np.prod(v.shape)) for v in flow_model("iaf_small", args).trainable_variables)
+    args.planar_layers, args.radial_layers = round(small / 5), round(small / 4)
     start = time.perf_counter()
     machine = common.machine()
     results, posteriors = {}, {}
@@ -305,7 +327,13 @@ def main() -> None:
                               f"scale_fn='soft_clamp')",
                        "maf": f"tfp_flows.maf((2,), hidden={args.hidden}, "
                               f"num_layers={args.layers}).distribution (default "
-                              f"scale_fn='soft_clamp')"},
+                              f"scale_fn='soft_clamp')",
+                       "iaf_small": f"tfp_flows.iaf((2,), hidden={args.small_hidden}, "
+                                    f"num_layers={args.small_layers}).distribution",
+                       "planar": f"tfp_flows.planar((2,), num_layers={args.planar_layers})"
+                                 f".distribution",
+                       "radial": f"tfp_flows.radial((2,), num_layers={args.radial_layers})"
+                                 f".distribution"},
         "notes": "ELBO, KL, IS log Z (log mean of the importance weights) and ESS (fraction of "
                  "eval_samples) from eval_samples draws of q with seed (seed, 999); "
                  "elbo_curve is -loss of every step (sample_size draws); ms_per_step is the "

@@ -52,14 +52,16 @@ def _vi_posterior():
     return json.loads((RESULTS / "vi_posterior.json").read_text())["results"]
 
 
-LABELS = {"mean-field Gaussian": "mean_field", "IAF": "iaf", "MAF": "maf"}
+LABELS = {"mean-field Gaussian": "mean_field", "IAF": "iaf", "MAF": "maf",
+          "IAF (small)": "iaf_small", "planar": "planar", "radial": "radial"}
 
 
 @pytest.mark.parametrize("target", ["banana", "funnel"])
 def test_variational_posterior_table_is_that_of_vi_posterior_json(target):
     results = _vi_posterior()[target]
     rows = _table_rows(_section("TFP inference: flows as variational posteriors"), target)
-    assert [LABELS[row[1]] for row in rows] == ["mean_field", "iaf", "maf"]
+    assert [LABELS[row[1]] for row in rows] == ["mean_field", "iaf", "maf", "iaf_small",
+                                                 "planar", "radial"]
     for _, label, parameters, elbo, kl, ms_per_step in rows:
         record = results[LABELS[label]]
         assert int(parameters.replace(",", "")) == record["parameters"]

@@ -28,6 +28,8 @@ from tfp_flows.families import (  # noqa: E402
     Argument,
     Flow,
     Glow,
+    Planar,
+    Radial,
     RealNVP,
     build,
     glow,
@@ -35,6 +37,8 @@ from tfp_flows.families import (  # noqa: E402
     maf,
     nice,
     nsf,
+    planar,
+    radial,
     realnvp,
     register_family,
 )
@@ -44,6 +48,6 @@ from tfp_flows.transforms import Transform, register_transform  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "Argument", "Flow", "FlowModel", "Glow",
-           "RealNVP", "Transform", "bijectors", "build", "export_saved_model", "families",
-           "glow", "iaf", "maf", "nets", "nice", "nsf", "realnvp", "register_family",
-           "register_transform", "steps", "transforms"]
+           "Planar", "Radial", "RealNVP", "Transform", "bijectors", "build", "export_saved_model",
+           "families", "glow", "iaf", "maf", "nets", "nice", "nsf", "planar", "radial",
+           "realnvp", "register_family", "register_transform", "steps", "transforms"]

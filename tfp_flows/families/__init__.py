@@ -1,7 +1,8 @@
 """The flow families, each a registered `Flow` layer, and the builders that wrap one in a model.
 
 `tfp_flows.build(name, event_shape, **kwargs)` builds any registered family (a plugin's
-too); `nice`, `realnvp`, `nsf`, `glow`, `maf` and `iaf` are the built-ins' own builders.
+too); `nice`, `realnvp`, `nsf`, `glow`, `maf`, `iaf`, `planar` and `radial` are the
+built-ins' own builders.
 `FAMILIES` is the registry: `FAMILIES.get(name)` is the class, `FAMILIES.names()` the names.
 """
 
@@ -18,11 +19,13 @@ from tfp_flows.families.iaf import IAF
 from tfp_flows.families.maf import MAF
 from tfp_flows.families.nice import NICE
 from tfp_flows.families.nsf import NSF
+from tfp_flows.families.planar import Planar
+from tfp_flows.families.radial import Radial
 from tfp_flows.families.realnvp import RealNVP
 
 __all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "TRANSFORM_ARGUMENTS", "Argument", "Flow",
-           "Glow", "RealNVP", "build", "glow", "iaf", "maf", "nice", "nsf", "realnvp",
-           "register_family"]
+           "Glow", "Planar", "Radial", "RealNVP", "build", "glow", "iaf", "maf", "nice", "nsf",
+           "planar", "radial", "realnvp", "register_family"]
 
 
 def _builder(name: str):
@@ -43,3 +46,5 @@ nsf = _builder("nsf")
 glow = _builder("glow")
 maf = _builder("maf")
 iaf = _builder("iaf")
+planar = _builder("planar")
+radial = _builder("radial")
