@@ -247,7 +247,8 @@ def test_glow_coupling_is_a_deprecated_name_of_transform():
 
 
 def test_registry_lists_every_family_with_its_size_arguments():
-    assert sorted(tfp_flows.FAMILIES) == ["glow", "iaf", "maf", "nice", "nsf", "realnvp"]
+    assert sorted(tfp_flows.FAMILIES) == ["ffjord", "glow", "iaf", "maf", "nice", "nsf",
+                                          "realnvp"]
     for name, family in tfp_flows.FAMILIES.items():
         assert getattr(tfp_flows, name)((4,), hidden=8).flow.__class__ is family
         for argument in family.arguments:

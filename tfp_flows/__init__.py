@@ -21,6 +21,7 @@ from tfp_flows import bijectors, families, nets, steps  # noqa: E402
 from tfp_flows.export import export_saved_model  # noqa: E402
 from tfp_flows.families import (  # noqa: E402
     FAMILIES,
+    FFJORD,
     IAF,
     MAF,
     NICE,
@@ -30,6 +31,7 @@ from tfp_flows.families import (  # noqa: E402
     Glow,
     RealNVP,
     build,
+    ffjord,
     glow,
     iaf,
     maf,
@@ -42,6 +44,6 @@ from tfp_flows.flow_model import FlowModel  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "Argument", "Flow", "FlowModel", "Glow",
-           "RealNVP", "bijectors", "build", "export_saved_model", "families", "glow", "iaf",
-           "maf", "nets", "nice", "nsf", "realnvp", "register_family", "steps"]
+__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "Argument", "Flow", "FlowModel",
+           "Glow", "RealNVP", "bijectors", "build", "export_saved_model", "families", "ffjord",
+           "glow", "iaf", "maf", "nets", "nice", "nsf", "realnvp", "register_family", "steps"]

@@ -1,7 +1,7 @@
 """The flow families, each a registered `Flow` layer, and the builders that wrap one in a model.
 
 `tfp_flows.build(name, event_shape, **kwargs)` builds any registered family (a plugin's
-too); `nice`, `realnvp`, `nsf`, `glow`, `maf` and `iaf` are the built-ins' own builders.
+too); `nice`, `realnvp`, `nsf`, `glow`, `maf`, `iaf` and `ffjord` are the built-ins' own builders.
 `FAMILIES` is the registry: `FAMILIES.get(name)` is the class, `FAMILIES.names()` the names.
 """
 
@@ -13,6 +13,7 @@ from tfp_flows.families.base import (
     build,
     register_family,
 )
+from tfp_flows.families.ffjord import FFJORD
 from tfp_flows.families.glow import Glow
 from tfp_flows.families.iaf import IAF
 from tfp_flows.families.maf import MAF
@@ -20,9 +21,9 @@ from tfp_flows.families.nice import NICE
 from tfp_flows.families.nsf import NSF
 from tfp_flows.families.realnvp import RealNVP
 
-__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "TRANSFORM_ARGUMENTS", "Argument", "Flow",
-           "Glow", "RealNVP", "build", "glow", "iaf", "maf", "nice", "nsf", "realnvp",
-           "register_family"]
+__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "TRANSFORM_ARGUMENTS", "Argument",
+           "Flow", "Glow", "RealNVP", "build", "ffjord", "glow", "iaf", "maf", "nice", "nsf",
+           "realnvp", "register_family"]
 
 
 def _builder(name: str):
@@ -43,3 +44,4 @@ nsf = _builder("nsf")
 glow = _builder("glow")
 maf = _builder("maf")
 iaf = _builder("iaf")
+ffjord = _builder("ffjord")
