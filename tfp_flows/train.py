@@ -157,6 +157,7 @@ class TrainConfig:
     num_couplings: int | None = None
     num_layers: int | None = None
     num_hidden: int | None = None
+    num_blocks: int | None = None
     transform: str | None = None
     bins: int | None = None
     bound: float | None = None
@@ -1159,7 +1160,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
              "hidden": "Hidden units or channels of the conditioner networks.",
              "num_couplings": "Coupling layers, on vectors.",
              "num_layers": "Autoregressive layers.",
-             "num_hidden": "Hidden layers per conditioner."}
+             "num_hidden": "Hidden layers per conditioner.",
+             "num_blocks": "Stacked ODE blocks."}
     for name in SIZE_FLAGS:
         users = [flow for flow, family in FAMILIES.items()
                  if name in (a.name for a in family.arguments)]
