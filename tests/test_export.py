@@ -21,6 +21,7 @@ BUILDERS = {
     "glow": lambda: tfp_flows.glow((8, 8, 1), num_scales=2, depth=1, hidden=8, num_levels=17),
     "maf": lambda: tfp_flows.maf((4,), num_layers=2, hidden=16, num_hidden=1),
     "iaf": lambda: tfp_flows.iaf((4,), num_layers=2, hidden=16, num_hidden=1),
+    "ffjord": lambda: tfp_flows.ffjord((2,), hidden=8, num_hidden=1),
 }
 SEED = 7
 TEMPERATURE = 0.7

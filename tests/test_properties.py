@@ -592,11 +592,11 @@ def test_actnorm_initialisation_refuses_bad_batches_and_never_stores_non_finite_
 # --------------------------------------------------------------------------------- builders
 
 FAMILY_DEFAULT_EVENT = {"nice": (4,), "realnvp": (4,), "nsf": (4,), "glow": (4,), "maf": (4,),
-                        "iaf": (4,)}
+                        "iaf": (4,), "ffjord": (4,)}
 SMALL = {"nice": {"hidden": 4, "num_hidden": 1, "num_couplings": 1},
          "realnvp": {"hidden": 4, "num_couplings": 1}, "nsf": {"hidden": 4, "num_couplings": 1},
          "glow": {"hidden": 4, "depth": 1}, "maf": {"hidden": 4, "num_layers": 1},
-         "iaf": {"hidden": 4, "num_layers": 1}}
+         "iaf": {"hidden": 4, "num_layers": 1}, "ffjord": {"hidden": 4, "num_hidden": 1}}
 BUILDER_FUNCTIONS = {name: getattr(tfp_flows, name) for name in families.FAMILIES}
 MIN_SIZE = {"num_hidden": 0, "bins": 2}
 BAD_SIZES = (0, -1, 2.5, 3.0, True, False, "3", np.float64(4.0), 1e9, [4])
@@ -607,6 +607,12 @@ BAD_VALUES = {
     "bound": (0, -1.0, math.nan, math.inf, True, "4"),
     "transform": ("affinee", 1, "SPLINE", True),
     "scale_fn": ("softplus", 1, True),
+    "rtol": (0, -1e-5, math.nan, math.inf, True, "1e-5"),
+    "atol": (0, -1e-5, math.nan, math.inf, True, "1e-5"),
+    "integration_time": (0, -1.0, math.nan, math.inf, True, "1"),
+    "solver": ("euler", "bdf", 1, True),
+    "trace_estimator": ("rademacher", "EXACT", 1, True),
+    "eval_trace_estimator": ("rademacher", "EXACT", 1, True),
     "preprocessing": ("x", 1, True),
     "num_classes": (1, 0, -2, 2.5, True, "3"),
     "context_shape": ((0,), (2, 2), (), 3, "3", (2.5,), (True,), (-1,)),
@@ -676,6 +682,8 @@ def test_builders_take_numpy_integers_and_booleans_like_python_ones(family, kind
                                                                     flag):
     """sizes given as numpy integers, event shapes as lists and booleans as numpy booleans
     build the same model as their Python counterparts."""
+    if family == "ffjord":
+        flag = np.bool_(False)  # FFJORD refuses reversible=True (its adjoint saves memory)
     plain = dict(SMALL[family], reversible=bool(flag))
     numpy = {key: kind(value) for key, value in SMALL[family].items()}
     numpy["reversible"] = flag

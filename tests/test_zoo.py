@@ -87,8 +87,8 @@ def test_image_flow_is_exact_in_pixel_space(family):
     model = IMAGE_BUILDERS[family]()
     x = _pixels(model.event_shape, model.flow.num_levels)
     _check_model_math(model, x)
-    # Multi-scale flows keep z in the image's shape; NICE works on the flattened image.
-    expected = (16,) if family == "nice" else model.event_shape
+    # Multi-scale flows keep z in the image's shape; NICE and MAF work on the flattened image.
+    expected = (16,) if model.flow.flattens_images else model.event_shape
     assert model.latent_shape == expected
 
 
@@ -247,7 +247,8 @@ def test_glow_coupling_is_a_deprecated_name_of_transform():
 
 
 def test_registry_lists_every_family_with_its_size_arguments():
-    assert sorted(tfp_flows.FAMILIES) == ["glow", "iaf", "maf", "nice", "nsf", "realnvp"]
+    assert sorted(tfp_flows.FAMILIES) == ["ffjord", "glow", "iaf", "maf", "nice", "nsf",
+                                          "realnvp"]
     for name, family in tfp_flows.FAMILIES.items():
         assert getattr(tfp_flows, name)((4,), hidden=8).flow.__class__ is family
         for argument in family.arguments:

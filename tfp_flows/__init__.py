@@ -21,6 +21,7 @@ from tfp_flows import bijectors, families, nets, steps, transforms  # noqa: E402
 from tfp_flows.export import export_saved_model  # noqa: E402
 from tfp_flows.families import (  # noqa: E402
     FAMILIES,
+    FFJORD,
     IAF,
     MAF,
     NICE,
@@ -32,6 +33,7 @@ from tfp_flows.families import (  # noqa: E402
     Radial,
     RealNVP,
     build,
+    ffjord,
     glow,
     iaf,
     maf,
@@ -47,7 +49,8 @@ from tfp_flows.transforms import Transform, register_transform  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "Argument", "Flow", "FlowModel", "Glow",
-           "Planar", "Radial", "RealNVP", "Transform", "bijectors", "build", "export_saved_model",
-           "families", "glow", "iaf", "maf", "nets", "nice", "nsf", "planar", "radial",
-           "realnvp", "register_family", "register_transform", "steps", "transforms"]
+__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "Argument", "Flow", "FlowModel",
+           "Glow", "Planar", "Radial", "RealNVP", "Transform", "bijectors", "build",
+           "export_saved_model", "families", "ffjord", "glow", "iaf", "maf", "nets", "nice",
+           "nsf", "planar", "radial", "realnvp", "register_family", "register_transform",
+           "steps", "transforms"]

@@ -530,7 +530,8 @@ class FlowModel(keras.Model):
             ["fit: the batch holds NaN or Inf values (or class labels out of range); clean the "
              "data. No weights were changed."])
         with tf.control_dependencies([valid]), tf.GradientTape() as tape:
-            log_prob = self._log_prob(x, context)
+            with self.flow.training_pass():
+                log_prob = self._log_prob(x, context)
             loss = -tf.reduce_mean(log_prob)
             # Each replica sees 1/N of the global batch; the optimizer sums the replicas'
             # gradients, so the per-replica loss is divided by N to get the global mean.

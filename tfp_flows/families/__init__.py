@@ -1,8 +1,8 @@
 """The flow families, each a registered `Flow` layer, and the builders that wrap one in a model.
 
 `tfp_flows.build(name, event_shape, **kwargs)` builds any registered family (a plugin's
-too); `nice`, `realnvp`, `nsf`, `glow`, `maf`, `iaf`, `planar` and `radial` are the
-built-ins' own builders.
+too); `nice`, `realnvp`, `nsf`, `glow`, `maf`, `iaf`, `planar`, `radial` and `ffjord` are
+the built-ins' own builders.
 `FAMILIES` is the registry: `FAMILIES.get(name)` is the class, `FAMILIES.names()` the names.
 """
 
@@ -14,6 +14,7 @@ from tfp_flows.families.base import (
     build,
     register_family,
 )
+from tfp_flows.families.ffjord import FFJORD
 from tfp_flows.families.glow import Glow
 from tfp_flows.families.iaf import IAF
 from tfp_flows.families.maf import MAF
@@ -23,9 +24,9 @@ from tfp_flows.families.planar import Planar
 from tfp_flows.families.radial import Radial
 from tfp_flows.families.realnvp import RealNVP
 
-__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "TRANSFORM_ARGUMENTS", "Argument", "Flow",
-           "Glow", "Planar", "Radial", "RealNVP", "build", "glow", "iaf", "maf", "nice", "nsf",
-           "planar", "radial", "realnvp", "register_family"]
+__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "TRANSFORM_ARGUMENTS", "Argument",
+           "Flow", "Glow", "Planar", "Radial", "RealNVP", "build", "ffjord", "glow", "iaf",
+           "maf", "nice", "nsf", "planar", "radial", "realnvp", "register_family"]
 
 
 def _builder(name: str):
@@ -48,3 +49,4 @@ maf = _builder("maf")
 iaf = _builder("iaf")
 planar = _builder("planar")
 radial = _builder("radial")
+ffjord = _builder("ffjord")

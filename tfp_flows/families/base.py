@@ -14,6 +14,7 @@ applies `a^-1` first, so the first step is the one nearest the data.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -391,6 +392,14 @@ class Flow(keras.layers.Layer):
         if self.num_levels is not None:
             flow = tfb.Chain([self._preprocessing_bijector(), flow])
         return FlowBijector(flow, self.variables, name=self.name)
+
+    def training_pass(self) -> contextlib.AbstractContextManager:
+        """The context in which `FlowModel.train_step` builds its bijector.
+
+        A family whose training density is an estimate of its exact one (FFJORD's stochastic
+        trace) switches to it inside; by default nothing changes.
+        """
+        return contextlib.nullcontext()
 
     def _preprocessing_bijector(self) -> tfb.Bijector:
         levels, alpha = float(self.num_levels), self.alpha

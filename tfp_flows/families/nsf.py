@@ -28,11 +28,9 @@ class NSF(RealNVP):
         for argument in RealNVP.arguments)
     default_transform = "spline"
 
-    def __init__(self, event_shape, **kwargs):
-        transform = kwargs.get("transform")
-        if not (transform in (None, "spline")
-                or isinstance(transform, transforms.SplineTransform)
-                or (isinstance(transform, dict) and transform.get("name") == "spline")):
+    def _take_transform(self, kwargs: dict):
+        transform = super()._take_transform(kwargs)
+        if not isinstance(transform, transforms.SplineTransform):
             raise ValueError(f"NSF couplings are splines; got transform={transform!r} "
                              f"(use RealNVP for other transforms).")
-        super().__init__(event_shape, **kwargs)
+        return transform

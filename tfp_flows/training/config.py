@@ -62,6 +62,7 @@ class TrainConfig:
     num_couplings: int | None = None
     num_layers: int | None = None
     num_hidden: int | None = None
+    num_blocks: int | None = None
     transform: str | None = None
     bins: int | None = None
     bound: float | None = None
