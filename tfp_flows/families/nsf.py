@@ -29,8 +29,9 @@ class NSF(RealNVP):
     default_transform = "spline"
 
     def _take_transform(self, kwargs: dict):
+        given = kwargs.get("transform")
         transform = super()._take_transform(kwargs)
         if not isinstance(transform, transforms.SplineTransform):
-            raise ValueError(f"NSF couplings are splines; got transform={transform!r} "
+            raise ValueError(f"NSF couplings are splines; got transform={given!r} "
                              f"(use RealNVP for other transforms).")
         return transform
