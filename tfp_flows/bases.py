@@ -57,7 +57,7 @@ from tfp_flows.bijectors.squeeze import Squeeze
 from tfp_flows.registry import Registry
 
 __all__ = ["BASES", "Base", "ConditionalDiagonalNormal", "DiagonalNormal", "GaussianMixture",
-           "Normal", "get", "register_base", "serialize"]
+           "Normal", "get", "register_base", "serialize", "top_scale_channels"]
 
 
 class Base(keras.layers.Layer):
