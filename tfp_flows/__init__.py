@@ -17,7 +17,8 @@ import keras  # noqa: E402
 if keras.backend.backend() != "tensorflow":
     raise ImportError(_NEEDS_TENSORFLOW.format(keras.backend.backend()))
 
-from tfp_flows import bijectors, nets, steps, transforms  # noqa: E402
+from tfp_flows import bases, bijectors, nets, steps, transforms  # noqa: E402
+from tfp_flows.bases import Base, register_base  # noqa: E402
 from tfp_flows.export import export_saved_model  # noqa: E402
 from tfp_flows.flow_model import FlowModel  # noqa: E402
 from tfp_flows.transforms import Transform, register_transform  # noqa: E402
@@ -39,6 +40,7 @@ from tfp_flows.zoo import (  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "FlowModel", "Glow", "RealNVP", "Transform",
-           "bijectors", "export_saved_model", "glow", "iaf", "maf", "nets", "nice", "nsf",
-           "realnvp", "register_transform", "steps", "transforms"]
+__all__ = ["FAMILIES", "IAF", "MAF", "NICE", "NSF", "Base", "FlowModel", "Glow", "RealNVP",
+           "Transform", "bases", "bijectors", "export_saved_model", "glow", "iaf", "maf", "nets",
+           "nice", "nsf", "realnvp", "register_base", "register_transform", "steps",
+           "transforms"]

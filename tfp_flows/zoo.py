@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows import compat, transforms
+from tfp_flows import bases, compat, transforms
 from tfp_flows.bijectors import FlowBijector, ReversibleChain
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.nets import MADE, ConvNet
@@ -94,6 +94,9 @@ class Flow(keras.layers.Layer):
             reaches every conditioner (concatenated to its input).
         num_classes: N to condition on integer class labels in [0, N), one-hot encoded and
             then used as a context vector of size N.
+        base: the latent's distribution (`tfp_flows.bases`): a registered name, a
+            `tfp_flows.Base` or `{"name": ..., **options}`; the standard normal by default.
+            The model attaches it (`attach_base`) once it knows the latent shape.
     """
 
     uses_data_dependent_init = False
@@ -106,7 +109,7 @@ class Flow(keras.layers.Layer):
 
     def __init__(self, event_shape, num_levels: int | None = None,
                  preprocessing: str = "logit", alpha: float = 0.05, reversible: bool = False,
-                 context_shape=None, num_classes: int | None = None, **kwargs):
+                 context_shape=None, num_classes: int | None = None, base="normal", **kwargs):
         super().__init__(**kwargs)
         policy = self.dtype_policy
         # Keras fixes its default policy on first use, so a later set_floatx("float64") shows
@@ -154,6 +157,21 @@ class Flow(keras.layers.Layer):
         self.context_shape = context_shape
         self.num_classes = num_classes
         self.context_size = num_classes or (context_shape[0] if context_shape else 0)
+        if base is not None:
+            self._keep_base(base)
+
+    def _keep_base(self, base) -> None:
+        """Keeps the base for `attach_base`, untracked by Keras until then: attached after the
+        steps, its weights follow theirs in the model's weights, where Glow's class-conditional
+        prior had them before it became a base (so optimizer states saved then still load)."""
+        compat.set_untracked(self, "_base", bases.get(base))
+
+    def attach_base(self, latent_shape) -> bases.Base:
+        """Tracks the base as the layer `self.base`, built for `latent_shape` (once)."""
+        if getattr(self, "base", None) is None:
+            self.base = self._base
+        self.base.build_for(latent_shape, self.context_size)
+        return self.base
 
     @property
     def is_image(self) -> bool:
@@ -170,7 +188,7 @@ class Flow(keras.layers.Layer):
                 "num_levels": self.num_levels, "preprocessing": self.preprocessing,
                 "alpha": self.alpha, "reversible": self.reversible,
                 "context_shape": None if self.context_shape is None else list(self.context_shape),
-                "num_classes": self.num_classes}
+                "num_classes": self.num_classes, "base": bases.serialize(self._base)}
 
     def context_vector(self, context):
         """The context as the float `(batch, K)` tensor the conditioners see (or None).
@@ -433,7 +451,8 @@ class Glow(Flow):
     "additive" or "spline" (with `bins` and `bound`).
 
     A conditional Glow (`context_shape` or `num_classes`) also predicts the top latent's mean
-    and scale from the context: the class-conditional prior of the paper (section 5).
+    and scale from the context: the class-conditional prior of the paper (section 5), its
+    default base `ConditionalDiagonalNormal(num_scales)` (see `tfp_flows.bases`).
 
     [1] Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions.
         https://arxiv.org/abs/1807.03039
@@ -448,15 +467,14 @@ class Glow(Flow):
                  hidden: int = 512, transform: str | None = None, lu: bool = True,
                  split_prior: bool | None = None, preprocessing: str = "center",
                  scale_fn: str | None = None, bins: int | None = None,
-                 bound: float | None = None, **kwargs):
+                 bound: float | None = None, base=None, **kwargs):
         num_scales = _renamed(kwargs, "levels", "num_scales", num_scales)
         transform = _renamed(kwargs, "coupling", "transform", transform)
-        super().__init__(event_shape, preprocessing=preprocessing, **kwargs)
+        super().__init__(event_shape, preprocessing=preprocessing, base=base, **kwargs)
         coupling = self._transform(transform or "affine", scale_fn, bins, bound, "sigmoid")
         self.depth = _integer("depth", depth)
         self.hidden = _integer("hidden", hidden)
         self.lu = _boolean("lu", lu)
-        rank = len(self.event_shape)
         options = {"hidden": self.hidden, "lu": self.lu, "context_size": self.context_size}
         channels = self.event_shape[-1]
         if not self.is_image:
@@ -465,7 +483,7 @@ class Glow(Flow):
             self.num_scales, self.split_prior = None, None
             self.steps = [GlowSteps(coupling, self.event_shape, self.depth, name="steps",
                                     **options)]
-            self.steps += self._top_prior(channels, rank)
+            self._default_base(base, self.steps)
             return
         self.num_scales = _integer("num_scales", 3 if num_scales is None else num_scales)
         self.split_prior = _boolean("split_prior", True if split_prior is None else split_prior)
@@ -477,20 +495,27 @@ class Glow(Flow):
             last = scale == self.num_scales - 1
             steps = [GlowSteps(coupling, (height, width, channels), self.depth,
                                name=f"scale{scale}_steps", **options)]
-            if last:
-                steps += self._top_prior(channels, rank)
             prior = None
             if self.split_prior and not last:
                 prior = ConvNet(channels, num_hidden=0, context_size=self.context_size,
                                 name=f"scale{scale}_split_prior")
             self.steps.append(ScaleLevel(steps, prior, name=f"scale{scale}"))
             channels //= 2
+        self._default_base(base, self.steps[-1].steps)
 
-    def _top_prior(self, channels: int, rank: int) -> list:
+    def _default_base(self, base, top_steps: list) -> None:
+        """Without a `base`: the class-conditional prior when conditional, else N(0, I).
+
+        That prior was once the last step of the top level; `ConditionalPrior` there now only
+        shows the weights files of those Glows where its dense map is.
+        """
+        if base is not None:
+            return
         if not self.context_size:
-            return []
-        return [ConditionalPrior(channels, event_rank=rank, context_size=self.context_size,
-                                 name="conditional_prior")]
+            self._keep_base("normal")
+            return
+        self._keep_base(bases.ConditionalDiagonalNormal(num_scales=self.num_scales))
+        top_steps.append(ConditionalPrior(self._base, name="conditional_prior"))
 
     def get_config(self):
         return {**super().get_config(), "num_scales": self.num_scales, "depth": self.depth,
