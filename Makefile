@@ -29,15 +29,21 @@ fashion-mnist:
 
 # TF turns oneDNN on by default on Intel CPUs and off on AMD, and some ops behave differently
 # under it: the whole suite runs with oneDNN forced on, then the exactness and property tests
-# again with it off, so both settings are proven whatever this machine's CPU.
+# again with it off, so both settings are proven whatever this machine's CPU. The training
+# command's flag refusals (test_properties.py) run no TensorFlow op, so the second pass skips them.
 PORTABILITY_TESTS := tests/bijectors tests/nets tests/test_properties.py tests/test_flow_model.py \
 	tests/test_conditional.py tests/test_steps.py tests/test_zoo.py::test_vector_flow_is_exact_and_invertible \
 	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space tests/test_tfp_contract.py
 
+# Most of the suite's time is one Python thread (tracing, eager dispatch, a subprocess's
+# start-up), so two workers nearly halve it on two cores. Each worker takes whole files
+# (--dist loadfile): a module's shared fixtures (a trained model, a run directory) are built once.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: $(STAMP) fashion-mnist
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks
-	TF_ENABLE_ONEDNN_OPTS=1 $(PY) -m pytest -q
-	TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q $(PORTABILITY_TESTS)
+	TF_ENABLE_ONEDNN_OPTS=1 $(PYTEST)
+	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) $(PORTABILITY_TESTS) -k 'not training_command'
 
 # Every experiment of experiments/, about 90 minutes on 2 CPU cores; Fashion-MNIST comes from
 # Debian's dataset-fashion-mnist (installed here when missing; needs root and apt).

@@ -56,21 +56,22 @@ def main(argv=None) -> dict:
     z = model.encode(x)
     x_t = tf.constant(x)
 
-    hand_sample = tf.function(lambda seed: model._sample(64, 1.0, seed))
-    hand_log_prob = tf.function(model._log_prob)
-    hand_encode = tf.function(model._encode)
-    hand_decode = tf.function(model._decode)
+    computations = model.computations()
+    hand_sample = tf.function(lambda seed: computations["sample"](64, 1.0, seed))
+    hand_log_prob = tf.function(computations["log_prob"])
+    hand_encode = tf.function(computations["encode"])
+    hand_decode = tf.function(computations["decode"])
     routes = {
         "sample(64)": {"public": lambda: model.sample(64, seed=1),
                        "hand": lambda: hand_sample(tf.constant(1, tf.int64)),
-                       "eager": lambda: model._sample(64, 1.0, 1)},
+                       "eager": lambda: computations["sample"](64, 1.0, 1)},
         "log_prob(256)": {"public": lambda: model.log_prob(x),
                           "hand": lambda: hand_log_prob(x_t),
-                          "eager": lambda: model._log_prob(x_t)},
+                          "eager": lambda: computations["log_prob"](x_t)},
         "encode(256)": {"public": lambda: model.encode(x), "hand": lambda: hand_encode(x_t),
-                        "eager": lambda: model._encode(x_t)},
+                        "eager": lambda: computations["encode"](x_t)},
         "decode(256)": {"public": lambda: model.decode(z), "hand": lambda: hand_decode(z),
-                        "eager": lambda: model._decode(z)},
+                        "eager": lambda: computations["decode"](z)},
     }
     examples = {"sample(64)": 64, "log_prob(256)": 256, "encode(256)": 256, "decode(256)": 256}
     for calls in routes.values():  # trace and warm up every route
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
         fresh.log_prob(x[:1 + 3 * i])
         fresh.decode(fresh.encode(x[:2 + i]))
     traces = {name: fn.experimental_get_tracing_count()
-              for name, fn in fresh._public_functions.items()}
+              for name, fn in fresh.compiled_functions().items()}
 
     record = {
         "what": "public API (model.sample / log_prob / encode / decode) vs a hand-wrapped "

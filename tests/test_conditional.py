@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 import tfp_flows
-from tfp_flows import compat
 from tfp_flows.nets import MADE
 from tfp_flows.nets.stack import ZeroInitStack
 
@@ -89,19 +88,22 @@ def test_class_labels_reach_every_conditioner_and_the_prior(family):
     x, labels = _pixels(), np.array([0, 1, 2, 1])
     _assert_context_reaches_every_conditioner(model, x, labels)
     if family == "glow":
-        prior = model.flow.steps[-1].steps[-1]
+        prior = model.flow.base  # the class-conditional prior
         with tf.GradientTape() as tape:
             loss = -tf.reduce_mean(model.log_prob(x, context=labels))
         assert float(tf.reduce_max(tf.abs(tape.gradient(loss, prior.dense.kernel)))) > 0
-    # Brute force: log p(x | c) from the autodiff Jacobian of encode, given the labels.
+    # Brute force: log p(x | c) from the autodiff Jacobian of encode, given the labels, and
+    # the base's density of the latent (Glow's: the class-conditional prior; else N(0, I)).
     x = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         z = model.encode(x, context=labels)
     jacobian = tf.reshape(tape.batch_jacobian(z, x), (4, 16, 16))
-    z = tf.reshape(z, (4, 16))
-    expected = (-0.5 * tf.reduce_sum(z**2, 1) - 8 * np.log(2 * np.pi)
-                + tf.linalg.slogdet(jacobian)[1])
+    mean = model.base_distribution(labels).mean()
+    stddev = model.base_distribution(labels).stddev()
+    z, mean, stddev = (tf.reshape(t, (4, 16)) for t in (z, mean, stddev))
+    expected = (-0.5 * tf.reduce_sum(((z - mean) / stddev)**2, 1) - 8 * np.log(2 * np.pi)
+                - tf.reduce_sum(tf.math.log(stddev), 1) + tf.linalg.slogdet(jacobian)[1])
     np.testing.assert_allclose(model.log_prob(x, context=labels), expected, rtol=1e-4, atol=1e-3)
 
 
@@ -290,17 +292,17 @@ def test_labels_out_of_range_in_a_dataset_are_refused(call, label):
 def test_labels_out_of_range_give_nan_where_xla_drops_the_check():
     model = VECTOR_BUILDERS["realnvp"](num_classes=K)
     x = _vectors(3)[0]
-    log_prob = tf.function(lambda x, c: model._log_prob(x, c), jit_compile=True)(
+    log_prob = tf.function(model.computations()["log_prob"], jit_compile=True)(
         tf.constant(x), tf.constant([0, 3, -1], tf.int64)).numpy()
     assert np.isfinite(log_prob[0]) and np.isnan(log_prob[1:]).all()
 
 
 def test_conditional_prior_gradients_reach_a_distribution_built_before_the_tape():
-    """Glow's conditional prior computed its mean and scale when the bijector was built."""
+    """Glow's conditional prior computed its mean and scale when the bijector was built; as
+    the base it must read its weights when the distribution is used, not when it is built."""
     model = IMAGE_BUILDERS["glow"](num_classes=K)
     distribution = model.conditional_distribution(np.array([0, 2, 1, 1]))
-    prior = next(layer for layer in compat.sublayers(model.flow)
-                 if type(layer).__name__ == "ConditionalPrior")
+    prior = model.flow.base
     with tf.GradientTape() as tape:
         loss = -tf.reduce_mean(distribution.log_prob(_pixels()))
     gradients = tape.gradient(loss, prior.trainable_variables)

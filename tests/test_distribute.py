@@ -24,6 +24,11 @@ CASES = {
                 VECTOR, lambda: keras.optimizers.SGD(0.05)),
     "realnvp_adam": (lambda: tfp_flows.realnvp(VECTOR, num_couplings=2, hidden=16, num_hidden=1),
                      VECTOR, lambda: keras.optimizers.Adam(1e-2)),
+    # A learned base: its weights train (and mirror) with the flow's.
+    "realnvp_mixture_base": (
+        lambda: tfp_flows.realnvp(VECTOR, num_couplings=2, hidden=16, num_hidden=1,
+                                  base={"name": "gaussian_mixture", "num_components": 2}),
+        VECTOR, lambda: keras.optimizers.SGD(0.05)),
     "glow": (lambda: tfp_flows.glow(IMAGE, num_scales=2, depth=1, hidden=8, num_levels=17), IMAGE,
              lambda: keras.optimizers.SGD(1e-2)),
     "maf": (lambda: tfp_flows.maf(VECTOR, num_layers=2, hidden=16, num_hidden=1), VECTOR,

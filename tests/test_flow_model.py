@@ -242,16 +242,17 @@ def test_public_methods_are_traced_once_whatever_the_arguments(family):
         z = model.encode(x[:n + 1])
         model.decode(z)
         model.log_prob(x[:1 + i % 7])
-    functions = model._public_functions
+    functions = model.compiled_functions()
     assert sorted(functions) == ["decode", "encode", "log_prob", "sample"]
     for name, function in functions.items():
         assert function.experimental_get_tracing_count() == 1, name
-    eager_z = model._encode(tf.constant(x))
+    computations = model.computations()
+    eager_z = computations["encode"](tf.constant(x))
     np.testing.assert_allclose(model.encode(x), eager_z, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(model.log_prob(x), model._log_prob(tf.constant(x)), rtol=1e-5,
-                               atol=1e-4)
-    np.testing.assert_allclose(model.sample(3, seed=4), model._sample(3, 1.0, 4), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(model.log_prob(x), computations["log_prob"](tf.constant(x)),
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(model.sample(3, seed=4), computations["sample"](3, 1.0, 4),
+                               rtol=1e-5, atol=1e-5)
     # A scalar integer tensor is a number of samples too.
     np.testing.assert_array_equal(model.sample(tf.constant(3), seed=4), model.sample(3, seed=4))
 

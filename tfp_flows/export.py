@@ -54,6 +54,7 @@ def _serving_functions(model: FlowModel) -> dict:
     """The signatures' concrete functions, traced over the model's current variables."""
     event_shape, latent_shape = model.event_shape, model.latent_shape
     context_spec = _context_spec(model)
+    computations = model.computations()
     # Every input goes through tf.ensure_shape: loaded signatures and the C++ session loader of
     # TF Serving and saved_model_cli feed tensors without checking them against the signature,
     # and the graph's static shapes would then lie. EnsureShape fails with "Shape of tensor x
@@ -71,7 +72,7 @@ def _serving_functions(model: FlowModel) -> dict:
     @tf.function(autograph=False,
                  input_signature=[_event_spec(event_shape, "x"), *context_spec])
     def log_prob(x, *context):
-        log_p = model._log_prob(*inputs(x, event_shape, context))
+        log_p = computations["log_prob"](*inputs(x, event_shape, context))
         return {"log_prob": log_p, "bits_per_dim": model.bits_per_dim(log_p)}
 
     @tf.function(autograph=False, input_signature=[
@@ -88,17 +89,17 @@ def _serving_functions(model: FlowModel) -> dict:
         with tf.control_dependencies(checks):
             n = tf.identity(n)
         # FlowModel.sample's own function: equal seeds, equal samples.
-        return {"x": model._sample(n, temperature, seed, context_for(context, n))}
+        return {"x": computations["sample"](n, temperature, seed, context_for(context, n))}
 
     @tf.function(autograph=False,
                  input_signature=[_event_spec(event_shape, "x"), *context_spec])
     def encode(x, *context):
-        return {"z": model._encode(*inputs(x, event_shape, context))}
+        return {"z": computations["encode"](*inputs(x, event_shape, context))}
 
     @tf.function(autograph=False,
                  input_signature=[_event_spec(latent_shape, "z"), *context_spec])
     def decode(z, *context):
-        return {"x": model._decode(*inputs(z, latent_shape, context))}
+        return {"x": computations["decode"](*inputs(z, latent_shape, context))}
 
     log_prob = log_prob.get_concrete_function()
     return {"serving_default": log_prob, "log_prob": log_prob,

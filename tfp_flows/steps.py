@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from tensorflow_probability import bijectors as tfb
 
+from tfp_flows import compat
 from tfp_flows.bijectors import (
     ActNorm,
     Coupling,
@@ -24,7 +25,6 @@ from tfp_flows.bijectors import (
     InvertibleConv1x1,
     MultiScale,
     Scaling,
-    ShiftAndScale,
     lu_factors,
 )
 from tfp_flows.nets import MADE, MLP, ConvNet
@@ -137,16 +137,6 @@ class _Row:
 
     def assign(self, value):
         return self._variable[self._index].assign(value)
-
-
-class _Computed:
-    """A tensor computed anew on every use (every conversion), from the variables' values then."""
-
-    def __init__(self, compute):
-        self._compute = compute
-
-    def __tf_tensor__(self, dtype=None, name=None):
-        return keras.ops.convert_to_tensor(self._compute(), dtype=dtype)
 
 
 class GlowSteps(keras.layers.Layer):
@@ -275,41 +265,28 @@ class ScalingStep(keras.layers.Layer):
 
 
 class ConditionalPrior(keras.layers.Layer):
-    """The top latent's mean and log-scale predicted from the context (Glow, section 5).
+    """Where Glows saved before `tfp_flows.bases` keep their class-conditional prior's weights.
 
-    Glow's class-conditional prior: a zero-initialised dense map from the context (a one-hot
-    class label, or any context vector) to a per-channel mean and log-scale of the top level,
-    broadcast over its positions. As the last layer of the flow it makes the standard normal
-    base N(mu(c), sigma(c)^2) on the top latent.
+    Glow's class-conditional prior was the last step of the top level; it is now the flow's
+    base (`bases.ConditionalDiagonalNormal`). A conditional Glow with its default base still
+    lists this layer there, so that the weights files of those Glows (their dense map at
+    `.../steps/conditional_prior/dense`) load into the base: `dense` is the base's dense map,
+    shown here without being tracked (the base owns it). It adds no bijector.
 
     Args:
-        channels: channels of the top level.
-        event_rank: 1 for vectors, 3 for images.
-        context_size: size of the context vector.
+        base: the Glow's `ConditionalDiagonalNormal`.
     """
 
-    def __init__(self, channels: int, *, event_rank: int, context_size: int, **kwargs):
+    def __init__(self, base, **kwargs):
         super().__init__(**kwargs)
-        self.event_rank = event_rank
-        self.channels = channels
-        self.dense = keras.layers.Dense(2 * channels, kernel_initializer="zeros",
-                                        name=f"{self.name}_dense")
-        self.dense.build((None, context_size))
+        compat.set_untracked(self, "_base", base)
+
+    @property
+    def dense(self) -> keras.layers.Layer:
+        return self._base.dense
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
-        if context is None:
-            raise ValueError("ConditionalPrior needs a context.")
-
-        def parameter(index: int):
-            params = self.dense(context)
-            params = keras.ops.reshape(params, (-1, *(1,) * (self.event_rank - 1),
-                                                2 * self.channels))
-            return keras.ops.split(params, 2, axis=-1)[index]
-
-        # Computed on every use, as the couplings call their networks: a distribution built
-        # before a GradientTape opens must still read the dense layer's weights under it.
-        return [ShiftAndScale(_Computed(lambda: parameter(0)), _Computed(lambda: parameter(1)),
-                              event_ndims=self.event_rank)]
+        return []
 
 
 class ScaleLevel(keras.layers.Layer):

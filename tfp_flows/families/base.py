@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows import compat, transforms
+from tfp_flows import bases, compat, transforms
 from tfp_flows.bijectors import FlowBijector, ReversibleChain
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.nets import MADE
@@ -179,6 +179,9 @@ class Flow(keras.layers.Layer):
             reaches every conditioner (concatenated to its input).
         num_classes: N to condition on integer class labels in [0, N), one-hot encoded and
             then used as a context vector of size N.
+        base: the latent's distribution (`tfp_flows.bases`): a registered name, a
+            `tfp_flows.Base` or `{"name": ..., **options}`; the standard normal by default.
+            The model attaches it (`attach_base`) once it knows the latent shape.
         **kwargs: the family's declared `arguments` (None: the declared default), then
             Keras layer arguments (`name`, ...).
 
@@ -192,7 +195,7 @@ class Flow(keras.layers.Layer):
     arguments: tuple[Argument, ...] = ()
     # The keywords every family takes, checked here rather than declared.
     common_arguments = ("event_shape", "num_levels", "preprocessing", "alpha", "reversible",
-                        "context_shape", "num_classes")
+                        "context_shape", "num_classes", "base")
     default_preprocessing = "logit"
     # The family's transform when none is given (None: the family has no choice of it), and
     # the options a transform gets when chosen by name and not given them.
@@ -205,7 +208,7 @@ class Flow(keras.layers.Layer):
     def __init__(self, event_shape, num_levels: int | None = None,
                  preprocessing: str | None = None, alpha: float = 0.05,
                  reversible: bool = False, context_shape=None, num_classes: int | None = None,
-                 **kwargs):
+                 base="normal", **kwargs):
         declared = self._take_declared(kwargs)
         transform = self._take_transform(kwargs)
         super().__init__(**kwargs)
@@ -260,6 +263,21 @@ class Flow(keras.layers.Layer):
         self.context_size = num_classes or (context_shape[0] if context_shape else 0)
         self._set_declared(declared)
         self.transform = transform
+        if base is not None:
+            self._keep_base(base)
+
+    def _keep_base(self, base) -> None:
+        """Keeps the base for `attach_base`, untracked by Keras until then: attached after the
+        steps, its weights follow theirs in the model's weights, where Glow's class-conditional
+        prior had them before it became a base (so optimizer states saved then still load)."""
+        compat.set_untracked(self, "_base", bases.get(base))
+
+    def attach_base(self, latent_shape) -> bases.Base:
+        """Tracks the base as the layer `self.base`, built for `latent_shape` (once)."""
+        if getattr(self, "base", None) is None:
+            self.base = self._base
+        self.base.build_for(latent_shape, self.context_size)
+        return self.base
 
     def _take_transform(self, kwargs: dict):
         """The transform built from `transform=` and its shortcut options, or None for a
@@ -356,7 +374,7 @@ class Flow(keras.layers.Layer):
                 "num_levels": self.num_levels, "preprocessing": self.preprocessing,
                 "alpha": self.alpha, "reversible": self.reversible,
                 "context_shape": None if self.context_shape is None else list(self.context_shape),
-                "num_classes": self.num_classes,
+                "num_classes": self.num_classes, "base": bases.serialize(self._base),
                 **{argument.name: getattr(self, argument.name) for argument in self.arguments},
                 **({} if self.transform is None
                    else {"transform": transforms.serialize(self.transform)})}

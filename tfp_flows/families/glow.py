@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+from tfp_flows import bases
 from tfp_flows.families.base import Argument, Flow, check_image, register_family
 from tfp_flows.nets import ConvNet
 from tfp_flows.steps import ConditionalPrior, GlowSteps, ScaleLevel
@@ -21,7 +22,8 @@ class Glow(Flow):
     registered transform ("additive", "spline" with `bins` and `bound`, or a plugin's).
 
     A conditional Glow (`context_shape` or `num_classes`) also predicts the top latent's mean
-    and scale from the context: the class-conditional prior of the paper (section 5).
+    and scale from the context: the class-conditional prior of the paper (section 5), its
+    default base `ConditionalDiagonalNormal(num_scales)` (see `tfp_flows.bases`).
 
     [1] Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions.
         https://arxiv.org/abs/1807.03039
@@ -44,18 +46,17 @@ class Glow(Flow):
 
     def __init__(self, event_shape, num_scales: int | None = None, depth: int | None = None,
                  hidden: int | None = None, lu: bool | None = None,
-                 split_prior: bool | None = None, **kwargs):
+                 split_prior: bool | None = None, base=None, **kwargs):
         if "coupling" in kwargs:
             kwargs["transform"] = _renamed_coupling(kwargs)
         super().__init__(event_shape, num_scales=num_scales, depth=depth, hidden=hidden, lu=lu,
-                         split_prior=split_prior, **kwargs)
-        rank = len(self.event_shape)
+                         split_prior=split_prior, base=base, **kwargs)
         options = {"hidden": self.hidden, "lu": self.lu, "context_size": self.context_size}
         channels = self.event_shape[-1]
         if not self.is_image:
             self.steps = [GlowSteps(self.transform, self.event_shape, self.depth, name="steps",
                                     **options)]
-            self.steps += self._top_prior(channels, rank)
+            self._default_base(base, self.steps)
             return
         check_image(self.event_shape, "Glow", self.num_scales)
         self.steps = []
@@ -65,20 +66,27 @@ class Glow(Flow):
             last = scale == self.num_scales - 1
             steps = [GlowSteps(self.transform, (height, width, channels), self.depth,
                                name=f"scale{scale}_steps", **options)]
-            if last:
-                steps += self._top_prior(channels, rank)
             prior = None
             if self.split_prior and not last:
                 prior = ConvNet(channels, num_hidden=0, context_size=self.context_size,
                                 name=f"scale{scale}_split_prior")
             self.steps.append(ScaleLevel(steps, prior, name=f"scale{scale}"))
             channels //= 2
+        self._default_base(base, self.steps[-1].steps)
 
-    def _top_prior(self, channels: int, rank: int) -> list:
+    def _default_base(self, base, top_steps: list) -> None:
+        """Without a `base`: the class-conditional prior when conditional, else N(0, I).
+
+        That prior was once the last step of the top level; `ConditionalPrior` there now only
+        shows the weights files of those Glows where its dense map is.
+        """
+        if base is not None:
+            return
         if not self.context_size:
-            return []
-        return [ConditionalPrior(channels, event_rank=rank, context_size=self.context_size,
-                                 name="conditional_prior")]
+            self._keep_base("normal")
+            return
+        self._keep_base(bases.ConditionalDiagonalNormal(num_scales=self.num_scales))
+        top_steps.append(ConditionalPrior(self._base, name="conditional_prior"))
 
 
 def _renamed_coupling(kwargs: dict):
