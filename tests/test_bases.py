@@ -262,14 +262,14 @@ def test_conditional_glow_prior_is_per_channel_of_the_top_latent():
 
 
 def test_old_configs_without_a_base_load_as_before():
-    realnvp = tfp_flows.zoo.RealNVP((4,), num_couplings=2, hidden=8)
+    realnvp = tfp_flows.RealNVP((4,), num_couplings=2, hidden=8)
     config = realnvp.get_config()
     assert config.pop("base") == {"name": "normal"}
-    assert isinstance(tfp_flows.zoo.RealNVP.from_config(config)._base, bases.Normal)
-    glow = tfp_flows.zoo.Glow((4, 4, 1), num_scales=2, depth=1, hidden=4, num_classes=3)
+    assert isinstance(tfp_flows.RealNVP.from_config(config)._base, bases.Normal)
+    glow = tfp_flows.Glow((4, 4, 1), num_scales=2, depth=1, hidden=4, num_classes=3)
     config = glow.get_config()
     assert config.pop("base") == {"name": "conditional_diagonal_normal", "num_scales": 2}
-    restored = tfp_flows.zoo.Glow.from_config(config)._base
+    restored = tfp_flows.Glow.from_config(config)._base
     assert isinstance(restored, bases.ConditionalDiagonalNormal) and restored.num_scales == 2
 
 

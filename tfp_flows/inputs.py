@@ -7,7 +7,7 @@ TensorFlow turn a bad input into an error about their internals. Inside graphs (
 by `refusals_as_value_errors`; a context with NaN or Inf (or a label out of range that no check
 refused) makes its rows NaN through `UndefinedWhere`, as a NaN x does.
 
-The functions take the flow (`tfp_flows.zoo.Flow`: its `event_shape`, `context_size` and
+The functions take the flow (`tfp_flows.Flow`: its `event_shape`, `context_size` and
 `num_classes` say what is expected) and a `where`, the name of the method, for the messages.
 """
 
