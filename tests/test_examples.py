@@ -4,10 +4,12 @@ initial values, `.keras` reload, a SavedModel that loads without TFP, the traini
 with --plugin), and its `main()` runs end to end. tests/conftest.py puts examples/ on the path.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import csv_source
 import keras
@@ -21,9 +23,6 @@ from test_export import LOADER
 import tfp_flows
 from tfp_flows import datasets, transforms
 from tfp_flows.training import run
-
-RUNS = {"num_examples": 300, "hidden": 8, "num_couplings": 2, "epochs": 1,
-        "checkpoint_steps": 0, "verbose": 0}
 
 
 def _moved(model, seed=0):
@@ -151,23 +150,44 @@ def test_the_source_reads_a_csv_by_prefix_or_path_and_main_trains_on_it(tmp_path
         datasets.load_arrays(str(tmp_path / "ragged.csv"))
 
 
-def test_the_training_command_trains_the_family_with_its_float_argument(tmp_path):
-    # python -m tfp_flows.train --plugin=linear_mixing_family --flow=linear_mixing
-    #     --dataset=two_moons --flow_args=init_mixing=0.5 ...
-    metrics = run({**RUNS, "flow": "linear_mixing", "dataset": "two_moons",
-                   "plugins": ("linear_mixing_family",), "flow_args": {"init_mixing": "0.5"},
-                   "output_dir": str(tmp_path)})
-    assert metrics["flow"] == "linear_mixing" and np.isfinite(metrics["test"]["nll_nats"])
-    stored = json.loads((tmp_path / "config.json").read_text())
-    assert stored["model"]["init_mixing"] == 0.5 and stored["training"]["plugins"] == [
-        "linear_mixing_family"]
-    assert keras.models.load_model(str(tmp_path / "model.keras")).flow.init_mixing == 0.5
+def _readme_commands() -> list[list[str]]:
+    """The flags of each training command in the README's "Extending tfp-flows" section."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("\n## Extending tfp-flows\n"):]
+    section = section[:section.index("\n## ", 1)]
+    prefix = "PYTHONPATH=examples python -m tfp_flows.train "
+    return [line.removeprefix(prefix).split() for line in section.splitlines()
+            if line.startswith(prefix)]
 
 
-def test_the_training_command_reads_the_csv_source(tmp_path):
-    # python -m tfp_flows.train --plugin=csv_source --dataset=csv:/tmp/points.csv ...
-    path = tmp_path / "points.csv"
-    np.savetxt(path, _points(n=300, seed=2), delimiter=",")
-    metrics = run({**RUNS, "flow": "realnvp", "dataset": f"csv:{path}",
-                   "plugins": ("csv_source",), "output_dir": str(tmp_path / "run")})
-    assert metrics["dataset"] == f"csv:{path}" and np.isfinite(metrics["test"]["nll_nats"])
+def test_the_readme_has_a_command_per_plugin():
+    assert [[f for f in flags if f.startswith("--plugin")] for flags in _readme_commands()] == [
+        ["--plugin=linear_mixing_family"], ["--plugin=csv_source",
+                                            "--plugin=leaky_relu_transform"]]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["family", "source-and-transform"])
+def test_the_readme_training_commands_train_with_their_plugins(tmp_path, index):
+    from absl import flags
+
+    from tfp_flows.train import config_from_flags, define_flags
+
+    np.savetxt(tmp_path / "points.csv", _points(n=300, seed=2), delimiter=",")
+    argv = [flag.replace("/tmp/", f"{tmp_path}/") for flag in _readme_commands()[index]]
+    values = flags.FlagValues()
+    define_flags(values)
+    # Tiny: fewer examples, one epoch, a fresh output directory.
+    values(["train", *argv, "--num_examples=300", "--epochs=1", "--checkpoint_steps=0",
+            "--hidden=8", f"--output_dir={tmp_path / 'run'}"])
+    metrics = run(dataclasses.replace(config_from_flags(values), verbose=0))
+    assert np.isfinite(metrics["test"]["nll_nats"])
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    model = keras.models.load_model(str(tmp_path / "run" / "model.keras"))
+    if index == 0:
+        assert metrics["flow"] == "linear_mixing" and stored["model"]["init_mixing"] == 0.5
+        assert stored["training"]["plugins"] == ["linear_mixing_family"]
+        assert model.flow.init_mixing == 0.5
+    else:
+        assert metrics["dataset"] == f"csv:{tmp_path}/points.csv"
+        assert stored["training"]["plugins"] == ["csv_source", "leaky_relu_transform"]
+        assert isinstance(model.flow.transform, leaky_relu_transform.LeakyReLUTransform)
