@@ -17,6 +17,8 @@ import leaky_relu_transform
 import linear_mixing_family
 import numpy as np
 import pytest
+import scipy.stats
+import student_t_base
 import tensorflow as tf
 from test_export import LOADER
 
@@ -99,12 +101,30 @@ def test_the_family_declares_its_float_argument():
         tfp_flows.build("linear_mixing", (4, 4, 1))
 
 
+def test_the_base_density_is_exact_with_its_weights_off_their_initial_values():
+    model = _moved(tfp_flows.realnvp((3,), num_couplings=2, hidden=8, num_hidden=1,
+                                     base={"name": "student_t", "initial_df": 3.0}))
+    base = model.flow.base
+    assert {id(v) for v in base.trainable_variables} <= {id(v) for v in model.trainable_variables}
+    x = tf.convert_to_tensor(_points())
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = model.encode(x)
+    log_det = tf.linalg.slogdet(tape.batch_jacobian(z, x))[1].numpy()
+    df = 2.0 + float(tf.nn.softplus(base.raw_df))
+    scale = np.exp(base.log_scale.numpy())
+    expected = scipy.stats.t.logpdf(z.numpy(), df, scale=scale).sum(axis=1) + log_det
+    np.testing.assert_allclose(model.log_prob(x), expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="initial_df must be a number > 2, got 2"):
+        tfp_flows.realnvp((3,), base={"name": "student_t", "initial_df": 2})
+
+
 @pytest.fixture(scope="module")
 def mains(tmp_path_factory):
     """The main() of each example that saves and exports a model, run once, then the weights
     moved off their trained values and written again."""
     ran = {}
-    for example in (leaky_relu_transform, linear_mixing_family):
+    for example in (leaky_relu_transform, linear_mixing_family, student_t_base):
         directory = tmp_path_factory.mktemp(example.__name__)
         result = example.main(str(directory), epochs=1)
         assert np.all(np.isfinite(result["model"].log_prob(result["x"])))
@@ -112,7 +132,8 @@ def mains(tmp_path_factory):
     return ran
 
 
-@pytest.mark.parametrize("name", ["leaky_relu_transform", "linear_mixing_family"])
+@pytest.mark.parametrize("name", ["leaky_relu_transform", "linear_mixing_family",
+                                  "student_t_base"])
 def test_main_saves_a_model_that_reloads_with_the_same_density(mains, name):
     model, x = mains[name]["model"], mains[name]["x"]
     reloaded = keras.models.load_model(mains[name]["keras"])
