@@ -101,8 +101,23 @@ class CircularSplineTransform(Transform):
         return self._circle_map(x, *self._spline_and_slope(self.split(params)))
 
     @staticmethod
-    def _circle_map(x, spline, slope):
-        y = -math.pi + slope * (spline.forward(x) + math.pi)
+    def _past_last_knot(t, sizes, other_sizes):
+        """The shift from TFP's spline to ours at or past the last knot (0 elsewhere).
+
+        TFP's spline is the identity from its last knot on (slope 1 there), right when the
+        widths and heights end at one point; here the heights end at -pi + 2 pi / s, so the
+        angle pi (and one rounding puts past the last knot) needs the offset of the knots.
+        """
+        top = tf.cumsum(sizes, axis=-1)[..., -1]
+        other_top = tf.cumsum(other_sizes, axis=-1)[..., -1]
+        past = t >= top - math.pi  # TFP's own test, its last knot computed as it does
+        return tf.where(past, other_top - top, tf.zeros_like(t))
+
+    @classmethod
+    def _circle_map(cls, x, spline, slope):
+        widths, heights = spline.bin_widths, spline.bin_heights
+        v = spline.forward(x) + cls._past_last_knot(x, widths, heights)
+        y = -math.pi + slope * (v + math.pi)
         return y, spline.forward_log_det_jacobian(x, event_ndims=0) + tf.math.log(slope)
 
     def __call__(self, x, params, inverse: bool):
@@ -115,7 +130,9 @@ class CircularSplineTransform(Transform):
             y = wrap_angle(y + shift)
         else:
             v = -math.pi + (wrap_angle(x - shift) + math.pi) / slope
-            y = wrap_angle(spline.inverse(v))
+            y = spline.inverse(v) + self._past_last_knot(v, spline.bin_heights,
+                                                         spline.bin_widths)
+            y = wrap_angle(y)
             log_det = spline.inverse_log_det_jacobian(v, event_ndims=0) - tf.math.log(slope)
         # TFP's spline drops the static shape when the batch size is unknown.
         return tf.ensure_shape(y, x.shape), tf.ensure_shape(log_det, x.shape)
