@@ -102,3 +102,24 @@ def test_vi_stability_paragraph_is_that_of_vi_stability_json():
     grid = sorted(run["grid_nonfinite"] for run in density["exp"])
     assert f"{grid[0]:,} to {grid[-1]:,} of 14,641 grid points" in text
     assert all(run["grid_nonfinite"] == 0 for run in density["soft_clamp"])
+
+
+def test_torus_table_is_that_of_torus_von_mises_json():
+    record = json.loads((RESULTS / "torus_von_mises.json").read_text())
+    section = _section("Flows on the torus (circular splines)")
+    assert f"{record['target']['entropy_nats']} nats" in section
+    for first_cell, key, nll, gap in (
+            ("`circular_spline` (normal base renormalised)", "circular_spline",
+             "test_nll_normalized_nats", "normalized_nll_minus_entropy_nats"),
+            ("`spline`, bound 4 (a density on the plane)", "spline", "test_nll_nats",
+             "nll_minus_entropy_nats")):
+        result = record[key]
+        [row] = _table_rows(section, first_cell)
+        assert float(row[1]) == result[nll]
+        assert float(row[2].strip("*")) == result[gap]
+        kl, error = re.match(r"([\d.]+) ± ([\d.]+)", row[3]).groups()
+        assert (float(kl), float(error)) == (result["kl_estimate_nats"],
+                                             result["kl_standard_error_nats"])
+        assert float(row[4]) == result["model_mass_on_torus"]
+        assert row[5] == f"{round(result['train_seconds'])} s"
+        assert f"({result['train_steps']:,} steps)" in section
