@@ -99,8 +99,9 @@ def test_class_labels_reach_every_conditioner_and_the_prior(family):
         tape.watch(x)
         z = model.encode(x, context=labels)
     jacobian = tf.reshape(tape.batch_jacobian(z, x), (4, 16, 16))
-    mean = model.base_distribution(labels).mean()
-    stddev = model.base_distribution(labels).stddev()
+    # An unconditional base's moments have no batch axis: broadcast them to the latents.
+    mean = tf.broadcast_to(model.base_distribution(labels).mean(), z.shape)
+    stddev = tf.broadcast_to(model.base_distribution(labels).stddev(), z.shape)
     z, mean, stddev = (tf.reshape(t, (4, 16)) for t in (z, mean, stddev))
     expected = (-0.5 * tf.reduce_sum(((z - mean) / stddev)**2, 1) - 8 * np.log(2 * np.pi)
                 - tf.reduce_sum(tf.math.log(stddev), 1) + tf.linalg.slogdet(jacobian)[1])
