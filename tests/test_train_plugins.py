@@ -71,7 +71,7 @@ def test_a_plugin_family_trains_with_its_float_argument_and_a_rerun_imports_it_a
 
 
 def test_an_unknown_family_names_the_families_of_the_plugins_too(plugin_path, tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown --flow 'vae'; choose one of glow, .*, "
+    with pytest.raises(ConfigError, match=r"unknown --flow 'vae'; choose one of ffjord, glow, .*, "
                                           r"shifted_nice$"):
         run({**TOY, "flow": "vae", "plugins": (PLUGIN,), "output_dir": str(tmp_path / "run")})
     assert not (tmp_path / "run").exists()
