@@ -31,7 +31,8 @@ fashion-mnist:
 # under it: the whole suite runs with oneDNN forced on, then the exactness and property tests
 # again with it off, so both settings are proven whatever this machine's CPU. The training
 # command's flag refusals (test_properties.py) run no TensorFlow op, so the second pass skips them.
-PORTABILITY_TESTS := tests/bijectors tests/nets tests/test_properties.py tests/test_flow_model.py \
+PORTABILITY_TESTS := tests/bijectors tests/nets tests/transforms tests/test_bases.py \
+	tests/test_properties.py tests/test_flow_model.py \
 	tests/test_conditional.py tests/test_steps.py tests/test_zoo.py::test_vector_flow_is_exact_and_invertible \
 	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space tests/test_tfp_contract.py
 
@@ -41,7 +42,7 @@ PORTABILITY_TESTS := tests/bijectors tests/nets tests/test_properties.py tests/t
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
 test: $(STAMP) fashion-mnist
-	$(PY) -m ruff check tfp_flows tests experiments benchmarks
+	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples
 	TF_ENABLE_ONEDNN_OPTS=1 $(PYTEST)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) $(PORTABILITY_TESTS) -k 'not training_command'
 
@@ -73,7 +74,7 @@ benchmark: $(STAMP)
 	$(PY) -m benchmarks.pipeline
 
 lint: $(STAMP)
-	$(PY) -m ruff check tfp_flows tests experiments benchmarks
+	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,7 +1,8 @@
 """The two sides of each comparison: our family and TFP's built-in peer at the same size.
 
-Our side of flow `name` is the family `tfp_flows.FAMILIES[name]` in a `FlowModel`; TFP's side is
-its peer built from TFP's bijectors (`tfb.Glow`, `tfb.RealNVP`, `tfb.MaskedAutoregressiveFlow`).
+Our side of flow `name` is `tfp_flows.build(name, ...)`, the registered family in a
+`FlowModel`; TFP's side is its peer built from TFP's bijectors (`tfb.Glow`, `tfb.RealNVP`,
+`tfb.MaskedAutoregressiveFlow`).
 The flows the benchmark compares are the families that have a peer here (`FLOWS`). For the
 `fit` timings, `UnguardedFlowModel` is our model without the step guard and `DensityModel`
 trains TFP's side through the same Keras `fit`.
@@ -80,7 +81,7 @@ def ours(flow: str, cfg: argparse.Namespace) -> Contender:
     """Our `flow`: the registered family of that name, built under Keras' seed 0."""
     shape, arguments = _our_arguments(flow, cfg)
     keras.utils.set_random_seed(0)
-    model = tfp_flows.FlowModel(tfp_flows.FAMILIES[flow](shape, **arguments))
+    model = tfp_flows.build(flow, shape, **arguments)
 
     def init(x):
         if model.flow.uses_data_dependent_init:

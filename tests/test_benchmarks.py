@@ -38,3 +38,15 @@ def test_bad_flags_are_refused_by_name(argv, capsys):
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
     assert argv[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flow", ["realnvp", "glow"])
+def test_our_side_is_the_registered_family_with_the_peer_size(flow):
+    from benchmarks import contenders
+
+    cfg = bench.parse_args(["--flows", flow, "--dim", "4", "--couplings", "2",
+                            "--vector-hidden", "8", "--glow-shape", "4,4,1", "--glow-levels", "1",
+                            "--glow-depth", "1", "--glow-hidden", "4"])
+    ours = contenders.ours(flow, cfg)
+    assert ours.model.flow.registered_name == flow
+    assert [id(v) for v in ours.variables] == [id(v) for v in ours.model.trainable_variables]
