@@ -20,7 +20,7 @@ import numpy as np
 from absl import flags
 
 from tfp_flows import transforms
-from tfp_flows.families import FAMILIES, Argument, Flow
+from tfp_flows.families import FAMILIES, TRANSFORM_ARGUMENTS, Flow
 from tfp_flows.training.errors import ConfigError
 
 __all__ = ["MONITOR", "SIZE_FLAGS", "STRATEGIES", "TRANSFORM_FLAGS", "TrainConfig",
@@ -106,15 +106,12 @@ def family(name: str) -> type[Flow]:
     return FAMILIES.get(name)
 
 
-def _declared(flow: str, image: bool) -> tuple[Argument, ...]:
-    return family(flow).arguments_for(3 if image else 1)
-
-
 def family_args(flow: str, image: bool) -> tuple[str, ...]:
     """The model arguments that the family `flow` takes, for images or for vectors (those
-    that say which model a run directory holds)."""
-    return tuple(argument.name for argument in _declared(flow, image)
-                 if argument.name != "scale_fn")
+    that say which model a run directory holds: not the Python-only transform shortcuts)."""
+    python_only = {argument.name for argument in TRANSFORM_ARGUMENTS} - set(TRANSFORM_FLAGS)
+    return tuple(argument.name for argument in family(flow).arguments_for(3 if image else 1)
+                 if argument.name not in python_only)
 
 
 def family_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
