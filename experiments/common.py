@@ -8,7 +8,6 @@ Full runs write to experiments/results/; `--quick` smoke tests write to a scratc
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 from tfp_flows import datasets
 from tfp_flows import machine as tfp_flows_machine
+from tfp_flows.training.figures import tile  # noqa: F401 (the experiments' mosaics)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -110,19 +110,6 @@ def overflowed(samples) -> int:
     """How many samples hold a non-finite value (float32 overflow while sampling)."""
     samples = np.asarray(samples)
     return int((~np.isfinite(samples.reshape(len(samples), -1))).any(axis=1).sum())
-
-
-def tile(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
-    """A batch (N, H, W[, 1]) of uint8 images as one grayscale mosaic with `columns` columns."""
-    images = images.reshape(images.shape[:3])
-    n, height, width = images.shape
-    rows = math.ceil(n / columns)
-    mosaic = np.full((rows * (height + pad) + pad, columns * (width + pad) + pad), 255, np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        top, left = pad + r * (height + pad), pad + c * (width + pad)
-        mosaic[top:top + height, left:left + width] = image
-    return mosaic
 
 
 def show(ax, mosaic: np.ndarray, title: str) -> None:

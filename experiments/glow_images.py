@@ -45,10 +45,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import tfp_flows
+from tfp_flows.training import figures
 
 NUM_LEVELS = 256
 EVENT_SHAPE = (28, 28, 1)
 TEMPERATURES = (0.5, 0.7, 1.0)
+SAMPLE_MAGNIFICATION = 3
 # Pairs of classes whose first test images are interpolated (indices into FASHION_CLASSES).
 INTERPOLATION_PAIRS = ((7, 9), (0, 3), (1, 3), (2, 8))
 INTERPOLATION_STEPS = 9
@@ -105,17 +107,21 @@ def train_glow(args: argparse.Namespace) -> tuple[keras.Model, dict]:
 
 
 def sample_figure(model: keras.Model, seed: int, quick: bool) -> tuple[str, dict]:
-    """The sample grids, and per temperature the share of 1000 samples that overflowed."""
-    fig, axes = plt.subplots(1, len(TEMPERATURES), figsize=(3.1 * len(TEMPERATURES), 3.5))
-    shares = {}
-    for ax, temperature in zip(axes, TEMPERATURES, strict=True):
+    """The 8 x 8 sample grids, each 28x28 image magnified 3x (every pixel and every line
+    between the images equally wide), and per temperature the share of 1000 samples that
+    overflowed."""
+    panels, shares = [], {}
+    for temperature in TEMPERATURES:
         samples = model.sample(1000, temperature=temperature, seed=seed).numpy()
         shares[str(temperature)] = common.overflowed(samples) / len(samples)
         title = f"T = {temperature}"
         if shares[str(temperature)]:
-            title += f"\n{common.overflowed(samples[:64])} of 64 overflowed (black)"
-        common.show(ax, common.tile(common.to_pixels(samples[:64]), 8), title)
-    return common.save_figure(fig, "glow_samples.png", quick), shares
+            title += f" ({common.overflowed(samples[:64])} of 64 overflowed, black)"
+        panels.append((title, common.tile(common.to_pixels(samples[:64]), 8)))
+    fig = figures.panel_figure(panels, columns=len(panels), magnification=SAMPLE_MAGNIFICATION)
+    path = common.output_dir(quick) / "glow_samples.png"
+    fig.savefig(path)  # at the figure's own dpi: any other would resample the grid unevenly
+    return common.shown_path(path), shares
 
 
 def interpolation_figure(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray,
