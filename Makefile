@@ -58,6 +58,7 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/conditional_toy_2d.py
 	$(PY) experiments/conditional_glow.py
 	$(PY) experiments/vi_posterior.py
+	$(PY) experiments/neutra_funnel.py
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
 
