@@ -12,8 +12,8 @@ writes into `--output_dir`:
     metrics.json         train / validation / test NLL and bits/dim, epochs and optimizer
                          iterations, throughput, wall time
     training_curve.png   train and validation bits/dim per epoch
-    samples.png          images: samples at several temperatures (a row per class with
-                         --conditional)
+    samples.png          images: test images beside 8 x 8 samples per temperature (with
+                         --conditional a row of 8 per class)
     density.png          2-D data: data, samples and the learned density
     .lock                the PID and host of the command training there, while it runs
 
