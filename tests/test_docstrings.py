@@ -1,0 +1,71 @@
+"""Every public name of the API reference has a docstring (the reference is generated from them).
+
+The public names are those in the `__all__` of each module the reference renders
+(docs/api/*.md); for each public class, its public methods and properties too. A method that
+overrides a documented one (Keras' `call`, a `Base`'s `distribution`) inherits its docstring.
+"""
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+griffe = pytest.importorskip("griffe", reason="the docs extra (pip install -e '.[docs]')")
+
+ROOT = Path(__file__).resolve().parent.parent
+RENDERED = sorted({name for page in (ROOT / "docs" / "api").glob("*.md")
+                   for name in re.findall(r"^::: (\S+)$", page.read_text(), re.M)})
+
+
+def test_the_reference_renders_every_public_subpackage():
+    import tfp_flows
+
+    subpackages = {f"tfp_flows.{name}" for name in tfp_flows.__all__
+                   if inspect.ismodule(getattr(tfp_flows, name))}
+    assert subpackages <= set(RENDERED)
+    assert {"tfp_flows", "tfp_flows.flow_model", "tfp_flows.datasets", "tfp_flows.export",
+            "tfp_flows.registry", "tfp_flows.training"} <= set(RENDERED)
+
+
+def _undocumented_exports(package, module_name: str) -> list[str]:
+    """The names in `module_name`'s `__all__` whose object (or attribute) has no docstring."""
+    module = package if module_name == "tfp_flows" else package[module_name[len("tfp_flows."):]]
+    missing = []
+    for name in module.exports:
+        target = module[name]
+        target = target.final_target if target.is_alias else target
+        if not target.is_module and not target.docstring:
+            missing.append(f"{module_name}.{name}")
+    return missing
+
+
+def _undocumented_members(cls) -> list[str]:
+    """The public methods and properties `cls` defines without a docstring of its own or its
+    bases'."""
+    missing = []
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if inspect.isfunction(value) or isinstance(value, property):
+            if not inspect.getdoc(getattr(cls, name)):
+                missing.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+    return missing
+
+
+def test_every_public_name_has_a_docstring():
+    import importlib
+
+    package = griffe.load("tfp_flows", search_paths=[str(ROOT)], resolve_aliases=True,
+                          resolve_external=False)
+    missing = []
+    for module_name in RENDERED:
+        missing += _undocumented_exports(package, module_name)
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isclass(value):
+                missing += _undocumented_members(value)
+    assert sorted(set(missing)) == [], "\n".join(sorted(set(missing)))
