@@ -35,6 +35,30 @@ def markdown_table(header, rows, sources) -> str:
     return "\n".join(lines) + f"\n\nSource: {named}.\n"
 
 
+def written_tables(text: str) -> list[list[str]]:
+    """The Markdown tables (as lists of lines) in `text`, a table a result's own command wrote
+    into its JSON."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def written_table(path: str, key: str, index: int = 0) -> str:
+    """Table `index` of the Markdown that the command writing `path` stored under `key` (a
+    dotted path), with its source line."""
+    value = load(path)
+    for part in key.split("."):
+        value = value[part]
+    lines = written_tables(value if isinstance(value, str) else "\n".join(value))[index]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    return markdown_table(cells[0], cells[2:], [path])
+
+
 def render(name: str) -> str:
     """The Markdown of the table `name` (the module `doctables.name`)."""
     return importlib.import_module(f"doctables.{name}").table()
