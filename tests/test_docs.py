@@ -35,7 +35,7 @@ class Block:
 
 
 def _page_name(path: Path) -> str:
-    return path.name if path.parent == ROOT else str(path.relative_to(DOCS))
+    return str(path.relative_to(DOCS)) if path.is_relative_to(DOCS) else path.name
 
 
 def blocks(path: Path) -> list[Block]:
@@ -113,6 +113,12 @@ def test_block_runs(block, restored_state):
             f"{block.page}:{block.line} trains: the paragraph above it must say so "
             "(\"Small sizes: ...\")")
     exec(compile(block.code, f"{block.page}:{block.line}", "exec"), {"__name__": "__main__"})
+
+
+def test_a_block_skipped_as_the_readme_quick_start_is_that_block():
+    quick_start = next(b for b in blocks(ROOT / "README.md") if b.language == "python")
+    copies = [b for b in BLOCKS if b.skip and b.skip.startswith("the README's quick start")]
+    assert copies and all(b.code == quick_start.code for b in copies)
 
 
 def test_the_parser_finds_skips_indented_blocks_and_paragraphs(tmp_path):
