@@ -98,7 +98,6 @@ def restored_state(tmp_path, monkeypatch):
         origin = getattr(sys.modules[name], "__file__", None) or ""
         if origin.startswith((str(ROOT / "examples"), str(tmp_path))):
             del sys.modules[name]
-    keras.backend.clear_session()
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"{b.page}:{b.line}" for b in BLOCKS])
