@@ -63,8 +63,8 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
 
-# The CPU benchmarks whose JSONs the README cites, about an hour on 2 CPU cores. On a
-# machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
+# The CPU benchmarks whose JSONs docs/results/benchmarks.md cites, about an hour on 2 CPU
+# cores. On a machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-levels 3 --glow-depth 8 \
