@@ -101,3 +101,23 @@ def test_torus_prose_is_that_of_torus_von_mises_json():
     for key in ("circular_spline", "spline"):
         result = record[key]
         assert f"({result['train_steps']:,} steps)" in section
+
+
+def test_conditional_guide_numbers_are_those_of_their_jsons():
+    text = _flat((GUIDES / "conditional.md").read_text())
+    toy = json.loads((RESULTS / "conditional_toy_2d.json").read_text())["comparison"]
+    assert (f"reaches {toy['conditional_nll_given_c']:.3f} nats given c against the exact "
+            f"conditional entropy {toy['exact_entropy_given_c']:.3f}; the same NSF without the "
+            f"context {toy['unconditional_nll']:.3f} against the pooled entropy "
+            f"{toy['exact_entropy_pooled']:.3f}. The gap, "
+            f"{toy['unconditional_minus_conditional']:.3f} nats, is the information the context "
+            f"carries (exactly {toy['exact_information_I_x_c']:.3f} nats)") in text
+    glow = json.loads((RESULTS / "conditional_glow.json").read_text())
+    models, marginal = glow["models"], glow["conditional_marginal"]
+    assert (f"**{models['conditional']['test']['bits_per_dim']:.3f} given the class** against "
+            f"**{models['unconditional']['test']['bits_per_dim']:.3f} unconditional** "
+            f"({models['conditional']['parameters']:,} vs "
+            f"{models['unconditional']['parameters']:,} parameters") in text
+    assert (f"{marginal['marginal_bits_per_dim']:.3f} bits/dim on the first "
+            f"{marginal['examples']:,} test images") in text
+    assert f"it labels {marginal['generative_classifier_accuracy']:.0%} of them right" in text
