@@ -121,3 +121,28 @@ def test_conditional_guide_numbers_are_those_of_their_jsons():
     assert (f"{marginal['marginal_bits_per_dim']:.3f} bits/dim on the first "
             f"{marginal['examples']:,} test images") in text
     assert f"it labels {marginal['generative_classifier_accuracy']:.0%} of them right" in text
+
+
+def test_families_guide_numbers_are_those_of_their_jsons():
+    text = _flat((GUIDES / "families.md").read_text())
+    issue = json.loads((RESULTS / "toy_2d.json").read_text())["comparison"]["issue_eight_gaussians"]
+    assert (f"(entropy {issue['data_entropy_nats']:.3f} nats), NSF with its defaults reaches "
+            f"{issue['nsf']['test_nll_nats']:.3f} nats") in text
+    ffjord = json.loads((RESULTS / "ffjord_two_moons.json").read_text())
+    fewer = ffjord["nsf"]["parameters"] / ffjord["ffjord"]["parameters"]
+    assert (f"with {fewer:.0f}x fewer parameters than NSF, at "
+            f"{ffjord['ffjord_step_cost_vs_nsf']:.0f}x NSF's cost per step") in text
+
+
+def test_streaming_guide_numbers_are_those_of_the_pipeline_json():
+    text = _flat((GUIDES / "streaming.md").read_text())
+    record = json.loads((BENCHMARKS / "2026-12-01-cpu-pipeline.json").read_text())
+    small, large = record["rows"]
+    assert (f"peak resident memory {small['peak_rss_mib']:,.0f} MiB and "
+            f"{large['peak_rss_mib']:,.0f} MiB (10x the data, {record['peak_rss_ratio']:.2f}x "
+            f"the memory)") in text
+    low, high = (f"{ratio:.0f}" for ratio in record["pipeline_over_training"])
+    assert f"delivers {low}-{high}x the images per second" in text
+    assert (f"({small['pipeline_images_per_s']:,.0f} vs {small['train_images_per_s']:,.0f} and "
+            f"{large['pipeline_images_per_s']:,.0f} vs {large['train_images_per_s']:,.0f} "
+            f"images/s") in text
