@@ -146,3 +146,10 @@ def test_streaming_guide_numbers_are_those_of_the_pipeline_json():
     assert (f"({small['pipeline_images_per_s']:,.0f} vs {small['train_images_per_s']:,.0f} and "
             f"{large['pipeline_images_per_s']:,.0f} vs {large['train_images_per_s']:,.0f} "
             f"images/s") in text
+
+
+def test_every_result_file_the_docs_cite_is_committed():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    cited = {path for page in pages for path in re.findall(
+        r"((?:benchmarks|experiments)/results/[\w.-]+\.(?:json|png))", page.read_text())}
+    assert cited and sorted(path for path in cited if not (ROOT / path).is_file()) == []
