@@ -5,11 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint experiments benchmark clean fashion-mnist
+.PHONY: demo test docs lint experiments benchmark clean fashion-mnist
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 # The main job on data that needs no download: RealNVP on two moons, Glow on 8x8 digits.
@@ -41,8 +41,10 @@ PORTABILITY_TESTS := tests/bijectors tests/nets tests/transforms tests/test_base
 # (--dist loadfile): a module's shared fixtures (a trained model, a run directory) are built once.
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
-test: $(STAMP) fashion-mnist
-	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples
+# The docs site is built first (strictly: any warning fails); the suite then runs every code
+# block of README.md and docs/ (tests/test_docs.py).
+test: $(STAMP) fashion-mnist docs
+	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples docs
 	TF_ENABLE_ONEDNN_OPTS=1 $(PYTEST)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) $(PORTABILITY_TESTS) -k 'not training_command'
 
@@ -62,8 +64,8 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
 
-# The CPU benchmarks whose JSONs the README cites, about an hour on 2 CPU cores. On a
-# machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
+# The CPU benchmarks whose JSONs docs/results/benchmarks.md cites, about an hour on 2 CPU
+# cores. On a machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-levels 3 --glow-depth 8 \
@@ -75,7 +77,11 @@ benchmark: $(STAMP)
 	$(PY) -m benchmarks.pipeline
 
 lint: $(STAMP)
-	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples
+	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples docs
+
+# The documentation site into site/: MkDocs in strict mode, the API reference from docstrings.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

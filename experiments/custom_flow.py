@@ -3,7 +3,7 @@
     python experiments/custom_flow.py           # about a minute on 2 CPU cores
     python experiments/custom_flow.py --quick   # a smoke test
 
-The README's guide walks through this file. A flow is a `tfp_flows.Flow` layer whose
+docs/guides/plugins.md walks through this file. A flow is a `tfp_flows.Flow` layer whose
 `steps` list (written once, data end first) holds step layers from `tfp_flows.steps`; each step
 owns its weights and returns its TFP bijectors for a context. Here: on 2-D points with a class
 label as context, alternating rational-quadratic spline couplings (`CouplingStep` with a
@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
             served(x=tf.constant(x), context=tf.constant(y))["log_prob"].numpy() - ours)))
 
     record = {
-        "what": "custom conditional spline flow (README guide) on eight Gaussians given the "
+        "what": "custom conditional spline flow (the plugins guide) on eight Gaussians given the "
                 "component label",
         "command": "python experiments/custom_flow.py" + (" --quick" if args.quick else ""),
         "model": {"num_couplings": 4, "hidden": 64, "bins": 8, "bound": 4.0,

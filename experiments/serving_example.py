@@ -1,10 +1,10 @@
-"""The TF Serving requests and responses shown in the README, reproduced.
+"""The TF Serving requests and responses of docs/guides/serving.md, reproduced.
 
     python experiments/serving_example.py
 
 Trains a small RealNVP on two moons (seeded), exports it with `tfp_flows.export_saved_model`,
 loads the export with plain `tf.saved_model.load` and calls each signature with the inputs of
-the README's REST examples. Writes experiments/results/serving_example.json holding, per
+the guide's REST examples. Writes experiments/results/serving_example.json holding, per
 signature, the request body and the response body TF Serving would send (its row format
 `{"predictions": ...}` for `instances`, its column format `{"outputs": ...}` for `inputs`),
 with the machine it ran on.

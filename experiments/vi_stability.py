@@ -1,9 +1,9 @@
-"""The README's `tfp.vi` block, run unseeded many times: does the fit stay finite?
+"""The `tfp.vi` block of docs/guides/variational-inference.md, run unseeded: does it stay finite?
 
     python experiments/vi_stability.py           # ~15 min on 2 busy CPUs
     python experiments/vi_stability.py --quick   # a smoke test (writes to $TMPDIR/tfp_flows_quick)
 
-Part 1 runs the README's variational-inference block exactly as printed there, with no seed
+Part 1 runs the guide's variational-inference block at 1,500 steps of 256 samples, no seed
 (so every run draws new initial weights and new samples): an IAF of 4 layers with 2 x 64 MADEs
 fitted by `tfp.vi.fit_surrogate_posterior` to Neal's funnel, v ~ N(0, 3^2), x | v ~ N(0, e^v)
 (variance e^v, standard deviation e^(v/2), as in Neal 2003), 1,500 steps of 256 samples,
@@ -47,7 +47,7 @@ def funnel_log_prob(z):
 
 
 def vi_run(scale_fn: str, args) -> dict:
-    """One unseeded fit of the README block (for "soft_clamp" as printed: the default)."""
+    """One unseeded fit of the guide's block (for "soft_clamp" as printed: the default)."""
     start = time.perf_counter()
     options = {} if scale_fn == "soft_clamp" else {"scale_fn": scale_fn}
     q = tfp_flows.iaf((2,), num_layers=4, hidden=64, **options)
@@ -88,7 +88,7 @@ def main() -> None:
                         help="unseeded VI runs with the default scale function")
     parser.add_argument("--exp_runs", type=int, default=10,
                         help="unseeded VI runs with scale_fn='exp', for contrast")
-    parser.add_argument("--steps", type=int, default=1500, help="VI steps (README: 1500)")
+    parser.add_argument("--steps", type=int, default=1500, help="VI steps (the guide's runs: 1500)")
     parser.add_argument("--density_steps", type=int, default=400)
     args = parser.parse_args()
     if args.quick:

@@ -171,30 +171,29 @@ def test_the_source_reads_a_csv_by_prefix_or_path_and_main_trains_on_it(tmp_path
         datasets.load_arrays(str(tmp_path / "ragged.csv"))
 
 
-def _readme_commands() -> list[list[str]]:
-    """The flags of each training command in the README's "Extending tfp-flows" section."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme[readme.index("\n## Extending tfp-flows\n"):]
-    section = section[:section.index("\n## ", 1)]
+def _guide_commands() -> list[list[str]]:
+    """The flags of each training command of the plugins guide (docs/guides/plugins.md)."""
+    section = (Path(__file__).resolve().parent.parent / "docs" / "guides" / "plugins.md"
+               ).read_text()
     prefix = "PYTHONPATH=examples python -m tfp_flows.train "
     return [line.removeprefix(prefix).split() for line in section.splitlines()
             if line.startswith(prefix)]
 
 
-def test_the_readme_has_a_command_per_plugin():
-    assert [[f for f in flags if f.startswith("--plugin")] for flags in _readme_commands()] == [
+def test_the_plugins_guide_has_a_command_per_plugin():
+    assert [[f for f in flags if f.startswith("--plugin")] for flags in _guide_commands()] == [
         ["--plugin=linear_mixing_family"], ["--plugin=csv_source",
                                             "--plugin=leaky_relu_transform"]]
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["family", "source-and-transform"])
-def test_the_readme_training_commands_train_with_their_plugins(tmp_path, index):
+def test_the_plugins_guide_training_commands_train_with_their_plugins(tmp_path, index):
     from absl import flags
 
     from tfp_flows.train import config_from_flags, define_flags
 
     np.savetxt(tmp_path / "points.csv", _points(n=300, seed=2), delimiter=",")
-    argv = [flag.replace("/tmp/", f"{tmp_path}/") for flag in _readme_commands()[index]]
+    argv = [flag.replace("/tmp/", f"{tmp_path}/") for flag in _guide_commands()[index]]
     values = flags.FlagValues()
     define_flags(values)
     # Tiny: fewer examples, one epoch, a fresh output directory.

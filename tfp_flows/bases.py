@@ -138,7 +138,9 @@ class Base(keras.layers.Layer):
 
 
 BASES = Registry("base", Base)
+"""The bases registry: name -> `Base` subclass."""
 register_base = BASES.register
+"""A decorator registering a `Base` subclass under a name: `@register_base("student_t")`."""
 
 
 def get(spec) -> Base:

@@ -62,6 +62,7 @@ class FlowModel(keras.Model):
         self.build((None, *self.event_shape))
 
     def build(self, input_shape=None):
+        """Creates every weight with one pass on a dummy batch (called by the constructor)."""
         if self.built:
             return
         # One pass on a dummy batch creates the conditioner networks' weights, so the model
@@ -73,6 +74,7 @@ class FlowModel(keras.Model):
 
     @property
     def is_conditional(self) -> bool:
+        """Whether the model is a conditional density p(x | c) (`num_classes`, `context_shape`)."""
         return bool(self.flow.context_size)
 
     def _dummy_context(self, batch: int):
@@ -121,6 +123,7 @@ class FlowModel(keras.Model):
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
+        """The shape of the latent z = encode(x) of one example."""
         if "_latent_shape" not in self.__dict__:
             bijector = self.flow.bijector(self._dummy_context(1))
             shape = tuple(bijector.inverse_event_shape(self.event_shape).as_list())
@@ -244,6 +247,7 @@ class FlowModel(keras.Model):
                               *inputs.check_inputs(self.flow, x, context, "log_prob"))
 
     def call(self, x, context=None):
+        """log p(x) (or log p(x | context)) in nats, one per example: what `predict` returns."""
         return self.log_prob(x, context)
 
     def bits_per_dim(self, log_prob) -> tf.Tensor:
@@ -325,6 +329,8 @@ class FlowModel(keras.Model):
         self._bits_tracker.update_state(self.bits_per_dim(log_prob))
 
     def train_step(self, data):
+        """One guarded training step on `x` or `(x, context)`: refuses a non-finite batch, loss or
+        gradient without changing any weight or optimizer state."""
         x, context = inputs.check_inputs(self.flow, *inputs.unpack(data), "fit")
         valid = tf.debugging.Assert(
             inputs.valid_batch(self.flow, x, context),
@@ -370,6 +376,7 @@ class FlowModel(keras.Model):
              "finite. Lower the learning rate or rescale the data. Loss:", loss])
 
     def test_step(self, data):
+        """Records the NLL and bits/dim of one evaluation batch."""
         x, context = inputs.check_inputs(self.flow, *inputs.unpack(data), "evaluate")
         self._record(self._log_prob(x, context))
         return self._step_logs()
@@ -385,6 +392,7 @@ class FlowModel(keras.Model):
         return logs
 
     def predict_step(self, data):
+        """log p(x) of one batch (`x` or `(x, context)`)."""
         x, context = inputs.unpack(data)
         if context is None and isinstance(x, (tuple, list)):
             x, context = inputs.unpack(tuple(x))  # predict((x, context)) arrives as one input

@@ -64,12 +64,15 @@ class Registry:
                          f"when its module is imported (the training command: --plugin=module).")
 
     def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order."""
         return tuple(self._entries)
 
     def items(self):
+        """The (name, object) pairs, in registration order."""
         return tuple(self._entries.items())
 
     def values(self):
+        """The registered objects, in registration order."""
         return tuple(self._entries.values())
 
     def __contains__(self, name) -> bool:

@@ -114,6 +114,8 @@ class CouplingStep(keras.layers.Layer):
                                  context_size, name=f"{self.name}_net")
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        """This step's bijectors over its weights, data end first; `initialize` runs
+        data-dependent initialisation (ActNorm) on this pass."""
         return [Coupling(conditioner_of(self.net, context), self.transform, mask=self.mask,
                          parity=self.parity, event_ndims=self.event_rank)]
 
@@ -188,6 +190,8 @@ class GlowSteps(keras.layers.Layer):
         self.net.build((None, *event_shape[:-1], conditioning))
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        """This step's bijectors over its weights, data end first; `initialize` runs
+        data-dependent initialisation (ActNorm) on this pass."""
         ndims, net = self.event_rank, self.net
         steps = []
         for k in range(self.depth):
@@ -234,6 +238,8 @@ class AutoregressiveStep(keras.layers.Layer):
                          reverse=reverse, context_size=context_size, name=f"{self.name}_made")
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        """This step's bijectors over its weights, data end first; `initialize` runs
+        data-dependent initialisation (ActNorm) on this pass."""
         made = conditioner_of(self.made, context)
         transform = self.transform
         # tfb.MaskedAutoregressiveFlow asks for the bijector of the same tensor for the
@@ -261,6 +267,8 @@ class ScalingStep(keras.layers.Layer):
         self.log_scale = self.add_weight(shape=(size,), initializer="zeros", name="log_scale")
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        """This step's bijectors over its weights, data end first; `initialize` runs
+        data-dependent initialisation (ActNorm) on this pass."""
         return [Scaling(self.log_scale)]
 
 
@@ -283,9 +291,12 @@ class ConditionalPrior(keras.layers.Layer):
 
     @property
     def dense(self) -> keras.layers.Layer:
+        """The conditional base's dense map (not tracked here: the base owns it)."""
         return self._base.dense
 
     def bijectors(self, context=None, initialize: bool = False) -> list[tfb.Bijector]:
+        """This step's bijectors over its weights, data end first; `initialize` runs
+        data-dependent initialisation (ActNorm) on this pass."""
         return []
 
 
@@ -297,7 +308,8 @@ class ScaleLevel(keras.layers.Layer):
         split_prior: a layer giving the factored-out half's mean and log-scale from the kept
             half (Glow's learned prior, called as `split_prior(h_keep[, context])`), or None
             for a standard normal.
-        reversible: chain the steps with memory-saving gradients (`ReversibleChain`).
+
+    Memory-saving gradients are chosen per call: `bijector(chain=ReversibleChain)`.
     """
 
     def __init__(self, steps: list, split_prior=None, **kwargs):

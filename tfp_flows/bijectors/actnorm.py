@@ -76,10 +76,12 @@ class ActNorm(tfb.Bijector):
 
     @property
     def loc(self):
+        """The per-channel shift."""
         return self._loc
 
     @property
     def log_scale(self):
+        """The per-channel log-scale."""
         return self._log_scale
 
     @classmethod

@@ -89,18 +89,22 @@ class Coupling(OnePassBijector):
 
     @property
     def transform(self):
+        """The elementwise `Transform` applied to the transformed half."""
         return self._transform
 
     @property
     def conditioner(self):
+        """The network mapping the kept half (and context) to the transform's parameters."""
         return self._conditioner
 
     @property
     def mask(self) -> str:
+        """The split of the entries: one of `MASKS`."""
         return self._mask
 
     @property
     def parity(self) -> int:
+        """Which half is transformed (0 or 1)."""
         return self._parity
 
     @staticmethod

@@ -38,10 +38,12 @@ class Elementwise(OnePassBijector):
 
     @property
     def transform(self):
+        """The elementwise `Transform`."""
         return self._transform
 
     @property
     def params(self):
+        """The transform's parameters, broadcast against the event."""
         return self._params
 
     def _transform_and_log_det(self, x, inverse: bool):

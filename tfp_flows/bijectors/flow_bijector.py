@@ -46,6 +46,7 @@ class FlowBijector(tfb.Bijector):
 
     @property
     def bijector(self) -> tfb.Bijector:
+        """The wrapped bijector (latent z -> data x)."""
         return self._bijector
 
     @classmethod

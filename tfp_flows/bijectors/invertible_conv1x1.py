@@ -94,6 +94,7 @@ class InvertibleConv1x1(tfb.Bijector):
 
     @property
     def uses_lu(self) -> bool:
+        """Whether W is parametrised by its LU factors (else a plain matrix)."""
         return self._lu is not None
 
     def _upper_with_diag(self, dtype):

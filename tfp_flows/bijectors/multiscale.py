@@ -56,10 +56,12 @@ class MultiScale(OnePassBijector):
 
     @property
     def flow(self) -> tfb.Bijector:
+        """The bijector of this scale's steps (on the squeezed input)."""
         return self._flow
 
     @property
     def inner(self) -> tfb.Bijector | None:
+        """The bijector applied to the kept half (the next scales), or None at the last."""
         return self._inner
 
     def _split(self, h):

@@ -57,6 +57,7 @@ class ReversibleChain(OnePassBijector):
 
     @property
     def bijectors(self) -> list[tfb.Bijector]:
+        """The chained bijectors, applied last to first in `forward` (as `tfb.Chain`)."""
         return list(self._bijectors)
 
     def _layer(self, bijector, h, inverse: bool, batch_zeros):

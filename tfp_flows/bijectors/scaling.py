@@ -33,6 +33,7 @@ class Scaling(tfb.Bijector):
 
     @property
     def log_scale(self):
+        """The per-entry log-scale."""
         return self._log_scale
 
     @classmethod

@@ -100,6 +100,7 @@ class ArraySource(Source):
 
 
 SOURCES = Registry("source", Source)
+"""The data sources registry: name -> `Source` subclass, asked in registration order."""
 
 
 def register_source(name: str):

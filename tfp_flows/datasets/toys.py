@@ -81,6 +81,7 @@ _SAMPLERS: dict[str, Callable[[int, np.random.Generator], tuple[np.ndarray, np.n
 }
 
 TOY_DATASETS: tuple[str, ...] = tuple(_SAMPLERS)
+"""The names of the 2-D toy datasets."""
 
 
 @register_source("toys")

@@ -87,6 +87,7 @@ class Argument:
     deprecated_name: str | None = None
 
     def default_for(self, rank: int):
+        """The default for an event of `rank` (1: vectors, 3: images)."""
         if isinstance(self.default, dict):
             return self.default.get(rank)
         return self.default
@@ -122,6 +123,7 @@ class Argument:
 
 
 FAMILIES = Registry("family")
+"""The families registry: name -> `Flow` subclass (`FAMILIES.get(name)`, `FAMILIES.names()`)."""
 
 # The transform arguments of a family with a choice of coupling (or autoregressive) transform:
 # the transform, and shortcuts for the built-in transforms' options.
@@ -134,6 +136,8 @@ TRANSFORM_ARGUMENTS = (
     Argument("bound", float, None, "A spline transform acts on [-bound, bound] (the identity "
              "outside); default: the transform's."),
 )
+"""The `Argument`s of a family with a choice of transform: `transform`, and the shortcuts
+for the built-in transforms' options."""
 
 
 def register_family(name: str):
@@ -356,6 +360,7 @@ class Flow(keras.layers.Layer):
 
     @property
     def is_image(self) -> bool:
+        """Whether the event is an image (rank 3, (H, W, C))."""
         return len(self.event_shape) == 3
 
     @property

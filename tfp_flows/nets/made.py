@@ -79,6 +79,7 @@ class MADE(keras.layers.Layer):
         self._masks.append((out_degrees[None, :] > degrees[-1][:, None]).astype("float32"))
 
     def build(self, input_shape):
+        """Creates the masked kernels; the last layer starts at zero (the identity flow)."""
         if input_shape[-1] != self.event_size:
             raise ValueError(f"MADE was built for event size {self.event_size}, "
                              f"got inputs of shape {tuple(input_shape)}.")
@@ -97,6 +98,7 @@ class MADE(keras.layers.Layer):
                 initializer="glorot_uniform")
 
     def call(self, x, context=None):
+        """The autoregressive parameters, shape `(..., event_size, params)`."""
         if (context is None) != (self.context_size == 0):
             raise ValueError(f"{self.name} takes a context of size {self.context_size}; "
                              f"got {'none' if context is None else 'one'}.")

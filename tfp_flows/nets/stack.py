@@ -77,16 +77,20 @@ class ZeroInitStack(keras.layers.Layer):
 
     @property
     def hidden_sizes(self) -> tuple[int, ...]:
+        """The widths of the hidden layers."""
         raise NotImplementedError
 
     @property
     def output_size(self) -> int:
+        """The width of the last layer."""
         raise NotImplementedError
 
     def kernel_shape(self, index: int, fan_in: int, fan_out: int) -> tuple[int, ...]:
+        """The shape of layer `index`'s kernel from `fan_in` to `fan_out` features."""
         raise NotImplementedError
 
     def linear(self, x, kernel):
+        """`x` through one layer's `kernel` (a matmul, or a convolution)."""
         raise NotImplementedError
 
     def build(self, input_shape):

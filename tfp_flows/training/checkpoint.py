@@ -72,6 +72,7 @@ class Checkpoint(keras.callbacks.Callback):
 
     @property
     def state_path(self) -> str:
+        """The path of `state.json`, which names the committed checkpoint."""
         return os.path.join(self.directory, "state.json")
 
     def restore(self) -> bool:

@@ -28,6 +28,7 @@ __all__ = ["MONITOR", "SIZE_FLAGS", "STRATEGIES", "TRANSFORM_FLAGS", "TrainConfi
            "renamed", "typed_config", "validated"]
 
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
+"""The values of `TrainConfig.strategy` (the training command's `--strategy`)."""
 # The flags of the coupling transform, for the families that offer a choice of it (the
 # affine transform's scale_fn is a Python shortcut only; --flow_args takes it).
 TRANSFORM_FLAGS: tuple[str, ...] = ("transform", "bins", "bound")

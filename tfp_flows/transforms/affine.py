@@ -9,6 +9,8 @@ from tfp_flows.transforms.base import Transform, register_transform
 __all__ = ["AffineTransform", "SCALE_FUNCTIONS"]
 
 SCALE_FUNCTIONS = ("sigmoid", "tanh", "soft_clamp", "exp")
+"""The values of `AffineTransform(scale_fn=...)`: how the raw conditioner output becomes
+the log-scale."""
 
 
 @register_transform("affine")
@@ -53,6 +55,7 @@ class AffineTransform(Transform):
         self.scale_fn = scale_fn
 
     def log_scale(self, raw):
+        """The log-scale from the raw conditioner output, by `scale_fn`."""
         if self.scale_fn == "sigmoid":
             floor = self.min_scale
             return tf.math.log(floor + (1.0 - floor) * tf.sigmoid(raw + 2.0))

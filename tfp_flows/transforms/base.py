@@ -112,6 +112,7 @@ class Transform:
 
 
 TRANSFORMS = Registry("transform", Transform)
+"""The transforms registry: name -> `Transform` subclass."""
 
 
 def register_transform(name: str):
