@@ -153,3 +153,18 @@ def test_every_result_file_the_docs_cite_is_committed():
     cited = {path for page in pages for path in re.findall(
         r"((?:benchmarks|experiments)/results/[\w.-]+\.(?:json|png))", page.read_text())}
     assert cited and sorted(path for path in cited if not (ROOT / path).is_file()) == []
+
+
+def test_the_neutra_guide_numbers_are_those_of_its_json():
+    text = " ".join((ROOT / "docs/guides/neutra.md").read_text().split())
+    record = json.loads((RESULTS / "neutra_funnel.json").read_text())
+    plain, neutra = record["samplers"]
+    assert (plain["sampler"], neutra["sampler"]) == ("hmc", "neutra_hmc")
+    assert f"KL(q || p) is {record['vi']['kl_q_p_nats']:.3f} nats" in text
+    per_draw = neutra["ess_v_per_1000_gradients"] / plain["ess_v_per_1000_gradients"]
+    total = (neutra["ess_v_per_1000_total_gradients"]
+             / plain["ess_v_per_1000_total_gradients"])
+    assert f"about {round(per_draw, -1):.0f} times the effective sample size" in text
+    assert f"still about {round(total, -1):.0f} times" in text
+    assert f"std of v ({plain['std_v']:.1f} against the true 3)" in text
+    assert f"reach v = {neutra['min_v']:.1f}" in text
