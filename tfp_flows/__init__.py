@@ -17,7 +17,15 @@ import keras  # noqa: E402
 if keras.backend.backend() != "tensorflow":
     raise ImportError(_NEEDS_TENSORFLOW.format(keras.backend.backend()))
 
-from tfp_flows import bases, bijectors, families, nets, steps, transforms  # noqa: E402
+from tfp_flows import (  # noqa: E402
+    bases,
+    bijectors,
+    dequantizers,
+    families,
+    nets,
+    steps,
+    transforms,
+)
 from tfp_flows.bases import Base, register_base  # noqa: E402
 from tfp_flows.export import export_saved_model  # noqa: E402
 from tfp_flows.families import (  # noqa: E402
@@ -52,6 +60,6 @@ __version__ = "0.1.0"
 
 __all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "Argument", "Base", "Flow",
            "FlowModel", "Glow", "Planar", "Radial", "RealNVP", "Transform", "bases", "bijectors",
-           "build", "export_saved_model", "families", "ffjord", "glow", "iaf", "maf", "nets",
-           "nice", "nsf", "planar", "radial", "realnvp", "register_base", "register_family",
-           "register_transform", "steps", "transforms"]
+           "build", "dequantizers", "export_saved_model", "families", "ffjord", "glow", "iaf",
+           "maf", "nets", "nice", "nsf", "planar", "radial", "realnvp", "register_base",
+           "register_family", "register_transform", "steps", "transforms"]
