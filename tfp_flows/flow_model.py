@@ -293,9 +293,12 @@ class FlowModel(keras.Model):
         the public methods make it (a leading batch axis of 1 or batch: float32 vectors or
         int labels), n an int32 and temperature a float32 scalar, and seed an int64 scalar.
         They check nothing beyond what the graph checks; the public methods check first.
+        A model with a learned dequantizer adds `importance_weighted_log_prob(x, num_samples,
+        seed, context=None)`, num_samples an int32 scalar.
         """
         return {"log_prob": self._log_prob, "sample": self._sample, "encode": self._encode,
-                "decode": self._decode}
+                "decode": self._decode, **({} if self.dequantizer is None else {
+                    "importance_weighted_log_prob": self._importance_weighted})}
 
     def compiled_functions(self) -> dict:
         """The `tf.function`s the public methods made so far, by method name (one each,
