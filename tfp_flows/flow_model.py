@@ -28,6 +28,11 @@ class FlowModel(keras.Model):
     `bits_per_dim` = loss / (D ln 2). For image flows the data are dequantized pixel values
     in [0, num_levels), and the scaling to [0, 1) (and the logit) are bijectors in the chain,
     so `log_prob` is the density of the pixel values and bits/dim is exact in 8-bit space.
+    A flow with a learned dequantizer (`dequantization="variational"`, see
+    `tfp_flows.dequantizers`) takes the integer pixels instead and adds its own noise
+    u ~ q(u | x): its `log_prob`, and the `loss` and `bits_per_dim` of `fit` and `evaluate`, are
+    then one-sample estimates of the variational bound log p(x + u) - log q(u | x) on the
+    discrete log P(x), in the same units; `importance_weighted_log_prob` tightens it.
 
     A conditional flow (built with `context_shape=(K,)` or `num_classes=N`) takes a context
     everywhere: `fit(x, context)` or a dataset of `(x, context)` pairs, `log_prob(x, context)`,
