@@ -32,7 +32,9 @@ the same units (nats per image of 8-bit pixel values, / (784 ln 2)):
 - variational: the bound (one sample of q per image, seeded) and the importance-weighted
   estimate with K samples of q (`FlowModel.importance_weighted_log_prob`).
 
-Writes experiments/results/variational_dequantization.json.
+Writes experiments/results/variational_dequantization.json. Each run's
+`final_train_loss_nats` and `final_train_bits_per_dim` are Keras' metrics of its one long
+epoch: the means over every training step of the run, not the last step's values.
 """
 
 from __future__ import annotations
