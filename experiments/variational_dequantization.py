@@ -32,6 +32,10 @@ the same units (nats per image of 8-bit pixel values, / (784 ln 2)):
 - variational: the bound (one sample of q per image, seeded) and the importance-weighted
   estimate with K samples of q (`FlowModel.importance_weighted_log_prob`).
 
+A check at equal steps instead (`--uniform_steps N` with the variational run's step count):
+the uniform run alone, from the same initial weights on the same batches, for N steps; writes
+experiments/results/variational_dequantization_equal_steps.json.
+
 Writes experiments/results/variational_dequantization.json. Each run's
 `final_train_loss_nats` and `final_train_bits_per_dim` are Keras' metrics of its one long
 epoch: the means over every training step of the run, not the last step's values.
@@ -58,15 +62,18 @@ DEQUANTIZER = {"name": "variational", "num_couplings": 2, "hidden": 16}
 
 
 class CPUBudget(keras.callbacks.Callback):
-    """Stops `fit` at the first step that ends with the process's CPU time past the budget."""
+    """Stops `fit` at the first step that ends with the process's CPU time past the budget,
+    or after `max_steps` steps when given."""
 
-    def __init__(self, start: float, seconds: float):
+    def __init__(self, start: float, seconds: float, max_steps: int | None = None):
         super().__init__()
-        self.start, self.seconds, self.steps = start, seconds, 0
+        self.start, self.seconds, self.max_steps, self.steps = start, seconds, max_steps, 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        if time.process_time() - self.start >= self.seconds:
+        if self.max_steps is not None:
+            self.model.stop_training = self.steps >= self.max_steps
+        elif time.process_time() - self.start >= self.seconds:
             self.model.stop_training = True
 
 
@@ -79,10 +86,9 @@ def count(variables) -> int:
 
 
 def train(model, data_dir: str, dequantize: bool, args) -> dict:
-    """Trains `model` for the CPU budget; returns the record of the run."""
-    splits = datasets.load(data_dir, batch_size=args.batch_size, seed=0,
-                                     dequantize=dequantize)
-    budget = CPUBudget(time.process_time(), args.budget_cpu_seconds)
+    """Trains `model` for the CPU budget (or `--uniform_steps`); returns the run's record."""
+    splits = datasets.load(data_dir, batch_size=args.batch_size, seed=0, dequantize=dequantize)
+    budget = CPUBudget(time.process_time(), args.budget_cpu_seconds, args.uniform_steps)
     load_before = os.getloadavg()[0]
     wall = time.perf_counter()
     # One long epoch over the repeated data; the budget ends it.
@@ -146,6 +152,10 @@ def main():
     parser.add_argument("--test_examples", type=int, default=2000)
     parser.add_argument("--num_samples", type=int, default=16,
                         help="K of the importance-weighted estimates")
+    parser.add_argument("--uniform_steps", type=int, default=None,
+                        help="instead: train only the uniform model, for exactly this many "
+                        "steps (the variational run's count), and write "
+                        "variational_dequantization_equal_steps.json")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 20 CPU-seconds "
                         "each, 200 test images, K = 4; writes to a scratch folder")
     args = parser.parse_args()
@@ -173,6 +183,9 @@ def main():
               "test_examples": len(integers), "num_samples": args.num_samples,
               "units": "bits/dim of 8-bit pixel values: -log / (784 ln 2), nats per image",
               "machine": machine, "runs": {}}
+    if args.uniform_steps is not None:
+        record["budget_steps"] = args.uniform_steps
+        del record["budget_cpu_seconds"], record["budget_clock"], models["variational"]
     for name, model in models.items():
         keras.utils.set_random_seed(1)
         model.compile(keras.optimizers.Adam(args.learning_rate))
@@ -183,7 +196,8 @@ def main():
         record["runs"][name] = run
         print(name, run, flush=True)
     record["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
-    common.write_json("variational_dequantization.json", record, args.quick)
+    common.write_json("variational_dequantization.json" if args.uniform_steps is None
+                      else "variational_dequantization_equal_steps.json", record, args.quick)
 
 
 if __name__ == "__main__":

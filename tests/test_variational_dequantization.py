@@ -237,3 +237,26 @@ def test_the_guides_numbers_are_the_experiments():
     assert uniform[iw] < variational[iw]
     assert 1.5 < uniform["steps"] / variational["steps"] < 2.0  # "nearly twice the CPU"
     assert variational[iw] <= variational["test_bits_per_dim_bound"]
+
+
+@tfp_flows.register_dequantizer("test_uniform_in_model")
+class UniformInModel(tfp_flows.Dequantizer):
+    """A plugin's dequantizer: q = 1, the model drawing the uniform noise itself."""
+
+    def sample(self, x, num_samples, seed):
+        shape = tf.concat([[num_samples], tf.shape(x)], 0)
+        return tf.random.stateless_uniform(shape, seed), tf.zeros(shape[:2])
+
+
+def test_a_registered_plugin_dequantizer_works_and_saves(tmp_path):
+    keras.utils.set_random_seed(5)
+    model = BUILDERS["realnvp"](dequantization="test_uniform_in_model")
+    x = pixels()
+    estimate = model.importance_weighted_log_prob(x, num_samples=1, seed=2)
+    u = tf.random.stateless_uniform((1, *x.shape), tf.bitcast(tf.constant(2, tf.int64),
+                                                               tf.int32))
+    np.testing.assert_allclose(estimate.numpy(), model.distribution.log_prob(x + u[0]).numpy(),
+                               rtol=1e-6)
+    model.save(tmp_path / "plugin.keras")
+    loaded = keras.models.load_model(tmp_path / "plugin.keras")
+    assert isinstance(loaded.dequantizer, UniformInModel)

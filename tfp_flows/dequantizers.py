@@ -138,7 +138,7 @@ def serialize(dequantizer: Dequantizer | None):
             dequantizer):
         raise ValueError(f"{type(dequantizer).__name__} is not registered, so a model using it "
                          f"cannot be saved; register it with "
-                         f"@tfp_flows.dequantizers.register_dequantizer(name).")
+                         f"@tfp_flows.register_dequantizer(name).")
     return {"name": name, **dequantizer.get_config()}
 
 
