@@ -48,7 +48,8 @@ test: $(STAMP) fashion-mnist docs
 	TF_ENABLE_ONEDNN_OPTS=1 $(PYTEST)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) $(PORTABILITY_TESTS) -k 'not training_command'
 
-# Every experiment of experiments/, about 90 minutes on 2 CPU cores; Fashion-MNIST comes from
+# Every experiment of experiments/, about 90 minutes on 2 CPU cores (variational_dequantization.py
+# adds 14 CPU-minutes of training, then its check at equal steps about 4 more); Fashion-MNIST comes from
 # Debian's dataset-fashion-mnist (installed here when missing; needs root and apt).
 experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/toy_2d.py
@@ -63,6 +64,10 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/neutra_funnel.py
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
+	$(PY) experiments/variational_dequantization.py
+	$(PY) experiments/variational_dequantization.py --uniform_steps $$($(PY) -c "import json; \
+	print(json.load(open('experiments/results/variational_dequantization.json'))['runs']\
+	['variational']['steps'])")
 
 # The CPU benchmarks whose JSONs docs/results/benchmarks.md cites, about an hour on 2 CPU
 # cores. On a machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.

@@ -17,8 +17,17 @@ import keras  # noqa: E402
 if keras.backend.backend() != "tensorflow":
     raise ImportError(_NEEDS_TENSORFLOW.format(keras.backend.backend()))
 
-from tfp_flows import bases, bijectors, families, nets, steps, transforms  # noqa: E402
+from tfp_flows import (  # noqa: E402
+    bases,
+    bijectors,
+    dequantizers,
+    families,
+    nets,
+    steps,
+    transforms,
+)
 from tfp_flows.bases import Base, register_base  # noqa: E402
+from tfp_flows.dequantizers import Dequantizer, register_dequantizer  # noqa: E402
 from tfp_flows.export import export_saved_model  # noqa: E402
 from tfp_flows.families import (  # noqa: E402
     FAMILIES,
@@ -50,8 +59,8 @@ from tfp_flows.transforms import Transform, register_transform  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "Argument", "Base", "Flow",
-           "FlowModel", "Glow", "Planar", "Radial", "RealNVP", "Transform", "bases", "bijectors",
-           "build", "export_saved_model", "families", "ffjord", "glow", "iaf", "maf", "nets",
-           "nice", "nsf", "planar", "radial", "realnvp", "register_base", "register_family",
-           "register_transform", "steps", "transforms"]
+__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "Argument", "Base", "Dequantizer",
+           "Flow", "FlowModel", "Glow", "Planar", "Radial", "RealNVP", "Transform", "bases",
+           "bijectors", "build", "dequantizers", "export_saved_model", "families", "ffjord", "glow",
+           "iaf", "maf", "nets", "nice", "nsf", "planar", "radial", "realnvp", "register_base",
+           "register_dequantizer", "register_family", "register_transform", "steps", "transforms"]

@@ -102,9 +102,27 @@ def _serving_functions(model: FlowModel) -> dict:
         return {"x": computations["decode"](*inputs(z, latent_shape, context))}
 
     log_prob = log_prob.get_concrete_function()
-    return {"serving_default": log_prob, "log_prob": log_prob,
-            "sample": sample.get_concrete_function(), "encode": encode.get_concrete_function(),
-            "decode": decode.get_concrete_function()}
+    functions = {"serving_default": log_prob, "log_prob": log_prob,
+                 "sample": sample.get_concrete_function(),
+                 "encode": encode.get_concrete_function(),
+                 "decode": decode.get_concrete_function()}
+    if model.dequantizer is not None:
+        @tf.function(autograph=False, input_signature=[
+            _event_spec(event_shape, "x"), tf.TensorSpec([], tf.int32, name="num_samples"),
+            tf.TensorSpec([], tf.int64, name="seed"), *context_spec])
+        def importance_weighted_log_prob(x, num_samples, seed, *context):
+            num_samples, seed = (tf.ensure_shape(t, []) for t in (num_samples, seed))
+            check = tf.debugging.assert_positive(
+                num_samples, message="importance_weighted_log_prob expects num_samples >= 1")
+            with tf.control_dependencies([check]):
+                num_samples = tf.identity(num_samples)
+            x, context = inputs(x, event_shape, context)
+            log_p = computations["importance_weighted_log_prob"](x, num_samples, seed, context)
+            return {"log_prob": log_p, "bits_per_dim": model.bits_per_dim(log_p)}
+
+        functions["importance_weighted_log_prob"] = (
+            importance_weighted_log_prob.get_concrete_function())
+    return functions
 
 
 def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
@@ -119,6 +137,11 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
       samples as `model.sample(n, temperature=t, seed=seed)` in Python.
     - `encode`: x float32 [batch, *event_shape] -> z float32 [batch, *latent_shape].
     - `decode`: z float32 [batch, *latent_shape] -> x float32 [batch, *event_shape].
+    - `importance_weighted_log_prob`, for a model with a learned dequantizer only: x float32
+      integer pixels [batch, *event_shape], num_samples int32 scalar K >= 1, seed int64
+      scalar -> log_prob float32 [batch] (nats), bits_per_dim float32 [batch]; equal to
+      `model.importance_weighted_log_prob(x, num_samples=K, seed=seed)`. Such a model's
+      `log_prob` signature is one sample of the variational bound, with fresh noise.
 
     A conditional model's signatures all take one more input, `context`: int32 class labels
     [batch] (`num_classes` models) or float32 vectors [batch, K] (`context_shape` models),

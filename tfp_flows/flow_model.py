@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 from tensorflow_probability import distributions as tfd
 
-from tfp_flows import compat, inputs
+from tfp_flows import compat, dequantizers, inputs
 
 __all__ = ["FlowModel"]
 
@@ -27,6 +28,11 @@ class FlowModel(keras.Model):
     `bits_per_dim` = loss / (D ln 2). For image flows the data are dequantized pixel values
     in [0, num_levels), and the scaling to [0, 1) (and the logit) are bijectors in the chain,
     so `log_prob` is the density of the pixel values and bits/dim is exact in 8-bit space.
+    A flow with a learned dequantizer (`dequantization="variational"`, see
+    `tfp_flows.dequantizers`) takes the integer pixels instead and adds its own noise
+    u ~ q(u | x): its `log_prob`, and the `loss` and `bits_per_dim` of `fit` and `evaluate`, are
+    then one-sample estimates of the variational bound log p(x + u) - log q(u | x) on the
+    discrete log P(x), in the same units; `importance_weighted_log_prob` tightens it.
 
     A conditional flow (built with `context_shape=(K,)` or `num_classes=N`) takes a context
     everywhere: `fit(x, context)` or a dataset of `(x, context)` pairs, `log_prob(x, context)`,
@@ -183,7 +189,70 @@ class FlowModel(keras.Model):
         where = "conditional_distribution"
         return self._distribution(inputs.check_context(self.flow, context, where), where)
 
+    @property
+    def dequantizer(self):
+        """The flow's learned dequantizer q(u | x) (`tfp_flows.dequantizers`), or None when
+        the data pipeline dequantizes (uniform noise, the default)."""
+        return getattr(self.flow, "dequantizer", None)
+
     def _log_prob(self, x, context=None):
+        if self.dequantizer is None:
+            return self._density(x, context)
+        # A learned dequantizer: one sample of the bound, with fresh noise.
+        seed = tf.random.uniform([], maxval=tf.int64.max, dtype=tf.int64)
+        return self._importance_weighted(x, tf.constant(1, tf.int32), seed, context)
+
+    def _importance_weighted(self, x, num_samples, seed, context=None):
+        """log (1/K) sum_k p(x + u_k) / q(u_k | x), u_k ~ q(. | x) keyed by `seed`."""
+        u, log_q = self.dequantizer.sample(x, num_samples, tf.bitcast(
+            tf.cast(seed, tf.int64), tf.int32))
+        batch = tf.shape(x)[0]
+        shape = tf.concat([[num_samples * batch], tf.shape(x)[1:]], 0)
+        # Sample-major rows: sample k of image i is row k * batch + i, as are the contexts.
+        x_plus_u = dequantizers.add_noise(tf.reshape(tf.broadcast_to(x[None], tf.shape(u)),
+                                                       shape), tf.reshape(u, shape))
+        if context is not None and context.shape[0] != 1:
+            context = tf.tile(context, tf.concat([[num_samples], tf.ones(
+                [tf.rank(context) - 1], tf.int32)], 0))
+        log_p = tf.reshape(self._density(x_plus_u, context), [num_samples, batch])
+        return (tf.reduce_logsumexp(log_p - log_q, axis=0)
+                - tf.math.log(tf.cast(num_samples, tf.float32)))
+
+    def importance_weighted_log_prob(self, x, context=None, num_samples: int = 16,
+                                     seed=None) -> tf.Tensor:
+        """The importance-weighted estimate of log P(x) of discrete pixels, in nats per example.
+
+        For a model with a learned dequantizer (`dequantization="variational"`):
+        log (1/K) sum_k p(x + u_k) / q(u_k | x) with K = `num_samples` noises u_k ~ q(u | x).
+        Its expectation is a lower bound on log P(x) that rises with K towards log P(x)
+        (Burda et al. 2016); K = 1 is the variational bound that `log_prob` and `fit` use.
+        `bits_per_dim` of it gives the discrete data's bits/dim, in the units of uniform
+        dequantization's.
+
+        Args:
+            x: integer pixel values (an integer or float array), `(batch, *event_shape)`.
+            context: the context of a conditional model, as for `log_prob`.
+            num_samples: K >= 1; memory grows with K times the batch.
+            seed: an int; the same seed gives the same estimate. None draws fresh noise.
+        """
+        if self.dequantizer is None:
+            raise ValueError(
+                "importance_weighted_log_prob needs a model with a learned dequantizer "
+                "(dequantization='variational'); this one has uniform dequantization, whose "
+                "log_prob(x + u) already scores the dequantized pixels.")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or (
+                num_samples < 1):
+            raise ValueError(f"importance_weighted_log_prob needs an integer num_samples "
+                             f">= 1, got {num_samples!r}.")
+        if seed is None:
+            seed = tf.random.uniform([], maxval=tf.int64.max, dtype=tf.int64)
+        x, context = inputs.check_inputs(self.flow, x, context, "importance_weighted_log_prob")
+        return self._compiled("importance_weighted_log_prob", self._importance_weighted, x,
+                              tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
+                              context)
+
+    def _density(self, x, context=None):
+        """log p(x | context) of the flow's continuous density, in nats per example."""
         bijector = self._bijector(context)
         z = bijector.inverse(x)
         event_ndims = len(self.event_shape)
@@ -232,9 +301,12 @@ class FlowModel(keras.Model):
         the public methods make it (a leading batch axis of 1 or batch: float32 vectors or
         int labels), n an int32 and temperature a float32 scalar, and seed an int64 scalar.
         They check nothing beyond what the graph checks; the public methods check first.
+        A model with a learned dequantizer adds `importance_weighted_log_prob(x, num_samples,
+        seed, context=None)`, num_samples an int32 scalar.
         """
         return {"log_prob": self._log_prob, "sample": self._sample, "encode": self._encode,
-                "decode": self._decode}
+                "decode": self._decode, **({} if self.dequantizer is None else {
+                    "importance_weighted_log_prob": self._importance_weighted})}
 
     def compiled_functions(self) -> dict:
         """The `tf.function`s the public methods made so far, by method name (one each,
@@ -242,7 +314,12 @@ class FlowModel(keras.Model):
         return dict(self.__dict__.get("_public_functions", {}))
 
     def log_prob(self, x, context=None) -> tf.Tensor:
-        """log p(x | context) in nats, one value per example."""
+        """log p(x | context) in nats, one value per example.
+
+        For a model with a learned dequantizer, x are integer pixels and this is one sample
+        of the variational bound log p(x + u) - log q(u | x), u ~ q(u | x) (fresh noise on
+        each call), a stochastic lower bound on log P(x); see `importance_weighted_log_prob`.
+        """
         return self._compiled("log_prob", self._log_prob,
                               *inputs.check_inputs(self.flow, x, context, "log_prob"))
 
@@ -481,6 +558,10 @@ class FlowModel(keras.Model):
                  "empty, has no NaN or Inf (and labels in range)."])
             with tf.control_dependencies([valid]):
                 x = tf.identity(x)
+            if self.dequantizer is not None:
+                # The statistics of the values the flow models: integer pixels plus noise.
+                u, _ = self.dequantizer.sample(x, 1, tf.zeros([2], tf.int32))
+                x = dequantizers.add_noise(x, u[0])
             z = self.flow.bijector(context, initialize=True).inverse(x)
             with tf.control_dependencies([z]):
                 self.data_initialized.assign(True)

@@ -230,7 +230,8 @@ def check_x(flow, x, where: str) -> tf.Tensor:
     expected = f"(batch, {', '.join(map(str, flow.event_shape))})"
     x = array_like(x, where, f"floating-point inputs of shape {expected}")
     dtype = tf.as_dtype(x.dtype)
-    if not dtype.is_floating:
+    # A flow with a learned dequantizer takes the integer pixels themselves.
+    if not dtype.is_floating and not (dtype.is_integer and getattr(flow, "dequantizer", None)):
         raise ValueError(
             f"{where} expects floating-point inputs of shape {expected}, got dtype "
             f"{dtype.name}. Dequantize integer pixels first (x + uniform noise), e.g. with "

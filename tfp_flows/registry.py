@@ -1,4 +1,5 @@
-"""Registries: the names under which transforms, families, bases and data sources are found.
+"""Registries: the names under which transforms, families, bases, dequantizers and data sources
+are found.
 
 Each extension point keeps one `Registry`. A user adds to it from their own module with the
 registry's decorator, for example::

@@ -74,7 +74,8 @@ def load(spec: str, *, batch_size: int = 64, data_dir: str | None = None,
          validation_fraction: float = 0.1, seed: int = 0,
          num_examples: int | None = None, labels: bool = False, stream: bool | None = None,
          num_bits: int = 8, image_size: int | None = None, crop: int | None = None,
-         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, skip_bad_files: bool = False) -> Splits:
+         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, skip_bad_files: bool = False,
+         dequantize: bool = True) -> Splits:
     """Loads a dataset as dequantized, batched train/validation/test pipelines.
 
     Args:
@@ -109,6 +110,10 @@ def load(spec: str, *, batch_size: int = 64, data_dir: str | None = None,
         shuffle_buffer: Streamed sources: encoded training records held for shuffling.
         skip_bad_files: Directories of TFRecord or image files: leave out the files that
             cannot be read (listed in `Splits.skipped`) instead of refusing the directory.
+        dequantize: Add uniform noise to discrete images (the default). False yields the
+            integer pixel values themselves (as float32), for a flow that dequantizes them
+            itself (`dequantization="variational"`, see `tfp_flows.dequantizers`); continuous
+            data are the same either way.
 
     Returns:
         The three pipelines with the event shape, number of levels and number of classes;
@@ -129,7 +134,8 @@ def load(spec: str, *, batch_size: int = 64, data_dir: str | None = None,
                           validation_fraction=validation_fraction, seed=seed,
                           num_examples=num_examples, labels=labels, stream=stream,
                           num_bits=num_bits, image_size=image_size, crop=crop,
-                          shuffle_buffer=shuffle_buffer, skip_bad_files=skip_bad_files)
+                          shuffle_buffer=shuffle_buffer, skip_bad_files=skip_bad_files,
+                          dequantize=dequantize)
     source, argument = resolve(spec)
     splits = source.load(argument, options)
     return splits if splits.name == spec else dataclasses.replace(splits, name=spec)

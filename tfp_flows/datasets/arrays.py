@@ -109,6 +109,8 @@ def array_splits(arrays: Arrays, name: str, options: LoadOptions) -> Splits:
     examples), as `tfp_flows.datasets.load` describes them."""
     x_train, y_train, y_test = arrays.x_train, arrays.y_train, arrays.y_test
     num_levels, batch_size, seed = arrays.num_levels, options.batch_size, options.seed
+    # The levels the pipelines add noise for: none when asked for the integer pixels.
+    noise_levels = num_levels if options.dequantize else None
     num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     if options.labels and min(y_train.min(initial=0), y_test.min(initial=0)) < 0:
         raise ValueError(f"{name!r} has negative class labels; labels must be 0, 1, 2, ...")
@@ -127,12 +129,12 @@ def array_splits(arrays: Arrays, name: str, options: LoadOptions) -> Splits:
     validation_index = np.sort(order[:num_validation])
     train_index = np.sort(order[num_validation:])
     train_batches, by_epoch = _train_epochs([a[train_index] for a in train], batch_size, seed,
-                                            num_levels)
+                                            noise_levels)
     return Splits(
         train=train_batches,
         validation=_eval_pipeline([a[validation_index] for a in train], batch_size, seed,
-                                  splits_lib.VALIDATION_SALT, num_levels),
-        test=_eval_pipeline(test, batch_size, seed, splits_lib.TEST_SALT, num_levels),
+                                  splits_lib.VALIDATION_SALT, noise_levels),
+        test=_eval_pipeline(test, batch_size, seed, splits_lib.TEST_SALT, noise_levels),
         event_shape=tuple(int(d) for d in x_train.shape[1:]),
         num_levels=num_levels,
         name=name,
@@ -144,14 +146,14 @@ def array_splits(arrays: Arrays, name: str, options: LoadOptions) -> Splits:
 def _picker(columns, num_levels: int | None):
     """A function of example indices (and a noise key): `x`, or `(x, label)` given labels.
 
-    `columns` is `(x,)` or `(x, y)`; `x` is dequantized when `num_levels` is given.
+    `columns` is `(x,)` or `(x, y)`; `x` is dequantized when `num_levels` is given, else
+    float32 as it is (integer pixels, or vectors).
     """
     tensors = [tf.constant(column) for column in columns]
 
     def pick(index, key=None):
         x, *label = (tf.gather(tensor, index) for tensor in tensors)
-        if num_levels is not None:
-            x = dequantize(x, key)
+        x = tf.cast(x, tf.float32) if num_levels is None else dequantize(x, key)
         return (x, *label) if label else x
 
     return pick

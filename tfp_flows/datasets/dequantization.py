@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfp_flows.dequantizers import add_noise
+
 
 def dequantize(x: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
     """Returns float32 `x + u`, `u ~ Uniform[0, 1)` keyed by `key`, the integer part of `x`
     kept."""
     x = tf.cast(x, tf.float32)
-    noisy = x + tf.random.stateless_uniform(tf.shape(x), seed=key)
-    # In float32, x + u rounds up to x + 1 for u within an ulp of 1 (~1e-5 of pixels at 255).
-    return tf.minimum(noisy, tf.math.nextafter(x + 1.0, x))
+    return add_noise(x, tf.random.stateless_uniform(tf.shape(x), seed=key))

@@ -38,6 +38,7 @@ class LoadOptions:
     crop: int | None = None
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER
     skip_bad_files: bool = False
+    dequantize: bool = True
 
     def __post_init__(self):
         if not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
@@ -58,6 +59,8 @@ class LoadOptions:
             value = getattr(self, option)
             if value is not None and (not isinstance(value, numbers.Integral) or value < 1):
                 raise ValueError(f"{option} must be None or a positive integer, got {value!r}")
+        if not isinstance(self.dequantize, bool):
+            raise ValueError(f"dequantize must be True or False, got {self.dequantize!r}")
         if not isinstance(self.shuffle_buffer, numbers.Integral) or self.shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be a positive integer, got "
                              f"{self.shuffle_buffer!r}")

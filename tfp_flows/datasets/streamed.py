@@ -78,7 +78,7 @@ def stream(records: Records, name: str, options: LoadOptions) -> Splits:
             f"{name!r} leaves {records.train.size} training examples after holding out "
             f"{records.validation.size} for validation, fewer than batch_size={batch_size}")
     decode = _decoder(records.fetch, event_shape, options.crop, options.image_size,
-                      options.num_bits)
+                      options.num_bits, options.dequantize)
     steps_per_epoch = records.train.size // batch_size
     base_key = tf.constant([seed, splits_lib.TRAIN_SALT], tf.int64)
 
@@ -169,9 +169,10 @@ def _eval_batches(part: Part, decode, batch_size: int, seed: int, salt: int,
 
 
 def _decoder(fetch, event_shape: tuple[int, int, int], crop: int | None,
-             image_size: int | None, num_bits: int):
+             image_size: int | None, num_bits: int, dequantize_pixels: bool = True):
     """`decode(index, item, key)`: the dequantized image of a record and its label, the noise
-    keyed by `key` folded with the record's index."""
+    keyed by `key` folded with the record's index (or, unless `dequantize_pixels`, the
+    integer pixels as float32)."""
     height, width, channels = event_shape
 
     def decode(index, item, key):
@@ -191,6 +192,8 @@ def _decoder(fetch, event_shape: tuple[int, int, int], crop: int | None,
             x = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
         x = tf.ensure_shape(x, (height, width, channels))
         x = tf.cast(x, tf.int32) // 2 ** (MAX_BITS - num_bits)
+        if not dequantize_pixels:
+            return tf.cast(x, tf.float32), label
         x = dequantize(x, tf.random.experimental.stateless_fold_in(key, index))
         return x, label
 

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
-from tfp_flows import bases, compat, transforms
+from tfp_flows import bases, compat, dequantizers, transforms
 from tfp_flows.bijectors import FlowBijector, ReversibleChain
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.nets import MADE
@@ -186,6 +186,12 @@ class Flow(keras.layers.Layer):
         base: the latent's distribution (`tfp_flows.bases`): a registered name, a
             `tfp_flows.Base` or `{"name": ..., **options}`; the standard normal by default.
             The model attaches it (`attach_base`) once it knows the latent shape.
+        dequantization: for images with `num_levels`, how discrete pixels get their noise
+            (`tfp_flows.dequantizers`): "uniform" (the default: the data pipeline adds
+            u ~ Uniform[0, 1) and the model sees pixel values in [0, num_levels)), or a
+            learned dequantizer, "variational" (Flow++), a `Dequantizer` or
+            `{"name": ..., **options}`: the model then sees the integer pixels and its
+            log_prob is a one-sample estimate of the variational bound on log P(x).
         **kwargs: the family's declared `arguments` (None: the declared default), then
             Keras layer arguments (`name`, ...).
 
@@ -199,7 +205,7 @@ class Flow(keras.layers.Layer):
     arguments: tuple[Argument, ...] = ()
     # The keywords every family takes, checked here rather than declared.
     common_arguments = ("event_shape", "num_levels", "preprocessing", "alpha", "reversible",
-                        "context_shape", "num_classes", "base")
+                        "context_shape", "num_classes", "base", "dequantization")
     default_preprocessing = "logit"
     # The family's transform when none is given (None: the family has no choice of it), and
     # the options a transform gets when chosen by name and not given them.
@@ -212,7 +218,7 @@ class Flow(keras.layers.Layer):
     def __init__(self, event_shape, num_levels: int | None = None,
                  preprocessing: str | None = None, alpha: float = 0.05,
                  reversible: bool = False, context_shape=None, num_classes: int | None = None,
-                 base="normal", **kwargs):
+                 base="normal", dequantization=dequantizers.UNIFORM, **kwargs):
         declared = self._take_declared(kwargs)
         transform = self._take_transform(kwargs)
         super().__init__(**kwargs)
@@ -267,8 +273,23 @@ class Flow(keras.layers.Layer):
         self.context_size = num_classes or (context_shape[0] if context_shape else 0)
         self._set_declared(declared)
         self.transform = transform
+        self.dequantizer = self._dequantizer(dequantization)
         if base is not None:
             self._keep_base(base)
+
+    def _dequantizer(self, spec) -> dequantizers.Dequantizer | None:
+        """The learned dequantizer of `dequantization=` (None for uniform), built for the
+        images; refused for vectors and continuous data, which have no pixels."""
+        dequantizer = dequantizers.get(spec)
+        if dequantizer is None:
+            return None
+        if not self.is_image or self.num_levels is None:
+            raise ValueError(
+                f"dequantization={spec!r} learns the noise of discrete pixels, so it needs an "
+                f"image flow with pixel levels: an (H, W, C) event shape and num_levels; got "
+                f"event_shape={self.event_shape} and num_levels={self.num_levels}.")
+        dequantizer.build_for(self.event_shape, self.num_levels)
+        return dequantizer
 
     def _keep_base(self, base) -> None:
         """Keeps the base for `attach_base`, untracked by Keras until then: attached after the
@@ -380,6 +401,9 @@ class Flow(keras.layers.Layer):
                 "alpha": self.alpha, "reversible": self.reversible,
                 "context_shape": None if self.context_shape is None else list(self.context_shape),
                 "num_classes": self.num_classes, "base": bases.serialize(self._base),
+                # Only a learned dequantizer is written: a uniform flow's config is unchanged.
+                **({} if self.dequantizer is None
+                   else {"dequantization": dequantizers.serialize(self.dequantizer)}),
                 **{argument.name: getattr(self, argument.name) for argument in self.arguments},
                 **({} if self.transform is None
                    else {"transform": transforms.serialize(self.transform)})}
