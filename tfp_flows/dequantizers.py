@@ -42,8 +42,9 @@ from tfp_flows.registry import Registry
 __all__ = ["DEQUANTIZERS", "UNIFORM", "Dequantizer", "VariationalDequantizer", "add_noise",
            "get", "register_dequantizer", "serialize"]
 
-# The default: the data pipeline adds uniform noise, the model holds no dequantizer.
 UNIFORM = "uniform"
+"""The default dequantization: the data pipeline adds uniform noise, the model holds no
+dequantizer."""
 
 
 def add_noise(x, u) -> tf.Tensor:
@@ -103,7 +104,9 @@ class Dequantizer(keras.layers.Layer):
 
 
 DEQUANTIZERS = Registry("dequantizer", Dequantizer)
+"""The dequantizers registry: name -> `Dequantizer` subclass."""
 register_dequantizer = DEQUANTIZERS.register
+"""A decorator registering a `Dequantizer` subclass under a name: `@register_dequantizer("q")`."""
 
 
 def get(spec) -> Dequantizer | None:
@@ -179,6 +182,7 @@ class VariationalDequantizer(Dequantizer):
         self.hidden = _count("hidden", hidden, 1)
 
     def build(self, event_shape):
+        """Creates the conditioning net and the couplings for images of `event_shape`."""
         height, width, channels = event_shape
         self.features = [_conv(self.hidden, "features_0"), _conv(self.hidden, "features_1")]
         self.affine = _conv(2 * channels, "affine", zero=True, kernel_size=1)
