@@ -60,6 +60,7 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/vi_posterior.py
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
+	$(PY) experiments/mixture_base.py
 
 # The CPU benchmarks whose JSONs the README cites, about an hour on 2 CPU cores. On a
 # machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
