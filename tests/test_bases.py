@@ -1,5 +1,6 @@
 """Base distributions: exact densities, sampling and temperature, saving, export, plugins."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from tensorflow_probability import distributions as tfd
 import tfp_flows
 from tfp_flows import bases
 
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 K = 3  # context size
 
 
@@ -359,3 +361,19 @@ def test_an_unregistered_base_works_but_cannot_be_saved():
     assert model.log_prob(np.zeros((1, 4), "float32")).shape == (1,)
     with pytest.raises(ValueError, match="is not registered"):
         model.flow.get_config()
+
+
+# --------------------------------------------------------------------------- the guide's numbers
+
+def test_the_mixture_bases_guide_quotes_its_json():
+    record = json.loads((ROOT / "experiments" / "results" / "mixture_base.json").read_text())
+    guide = " ".join((ROOT / "docs" / "guides" / "mixture_bases.md").read_text().split())
+    mixture, normal = record["bases"]["gaussian_mixture"], record["bases"]["normal"]
+    assert (f"gets to {mixture['test_nll_nats']:.3f} nats against {normal['test_nll_nats']:.3f} "
+            f"for the standard normal, on an entropy of {record['data_entropy_nats']:.3f}"
+            in guide)
+    assert (f"the same {record['steps']:,} batches of {record['batch_size']} "
+            f"({record['epochs']} epochs)") in guide
+    assert f"{record['train_points']:,} training and {record['test_points']:,} test" in guide
+    weights = sorted(record["learned_mixture"]["weights"], reverse=True)
+    assert "most of the mass on four components" in guide and sum(weights[:4]) > 0.9
