@@ -68,6 +68,7 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/variational_dequantization.py --uniform_steps $$($(PY) -c "import json; \
 	print(json.load(open('experiments/results/variational_dequantization.json'))['runs']\
 	['variational']['steps'])")
+	$(PY) experiments/mixture_base.py
 
 # The CPU benchmarks whose JSONs docs/results/benchmarks.md cites, about an hour on 2 CPU
 # cores. On a machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.

@@ -1,5 +1,6 @@
 """Base distributions: exact densities, sampling and temperature, saving, export, plugins."""
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from tensorflow_probability import distributions as tfd
 import tfp_flows
 from tfp_flows import bases
 
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 K = 3  # context size
 
 
@@ -247,6 +249,33 @@ def test_a_conditional_glow_keras_file_from_before_bases_loads_with_its_log_prob
                                expected["log_prob"], rtol=1e-6, atol=1e-5)
 
 
+def test_a_glow_given_the_top_prior_as_base_gives_the_class_prior_numbers():
+    """base=ConditionalDiagonalNormal(num_scales=2) passed explicitly is Glow's class-conditional
+    prior: given the weights of the file written before bases (read by the default conditional
+    Glow, whose layout it has), the same log_prob as then; with any weights, the same log_prob
+    and the same samples as the default conditional Glow."""
+    expected = np.load(DATA / "conditional_glow_v0_expected.npz")
+    x, labels = expected["x"], expected["labels"]
+    sizes = {"num_scales": 2, "depth": 1, "hidden": 4, "num_levels": 4, "num_classes": 3}
+    default = tfp_flows.glow((4, 4, 1), **sizes)
+    default.load_weights(DATA / "conditional_glow_v0.keras")
+    explicit = tfp_flows.glow((4, 4, 1), **sizes,
+                              base=bases.ConditionalDiagonalNormal(num_scales=2))
+    configs = [{k: v for k, v in m.flow.get_config().items() if k != "name"}
+               for m in (default, explicit)]
+    assert configs[0] == configs[1]
+    assert [v.shape for v in default.weights] == [v.shape for v in explicit.weights]
+    explicit.set_weights(default.get_weights())
+    np.testing.assert_allclose(explicit.log_prob(x, labels), expected["log_prob"], rtol=1e-6,
+                               atol=1e-5)
+    _randomize(explicit)  # off the file's weights too, the prior's included
+    default.set_weights(explicit.get_weights())
+    np.testing.assert_array_equal(default.log_prob(x, labels), explicit.log_prob(x, labels))
+    classes = np.array([0, 1, 2])
+    np.testing.assert_array_equal(default.sample(3, classes, seed=4),
+                                  explicit.sample(3, classes, seed=4))
+
+
 def test_conditional_glow_prior_is_per_channel_of_the_top_latent():
     """One mean and log-scale per channel of the top scale, on the entries it keeps."""
     where = bases.top_scale_channels((8, 8, 2), 2)
@@ -332,3 +361,19 @@ def test_an_unregistered_base_works_but_cannot_be_saved():
     assert model.log_prob(np.zeros((1, 4), "float32")).shape == (1,)
     with pytest.raises(ValueError, match="is not registered"):
         model.flow.get_config()
+
+
+# --------------------------------------------------------------------------- the guide's numbers
+
+def test_the_mixture_bases_guide_quotes_its_json():
+    record = json.loads((ROOT / "experiments" / "results" / "mixture_base.json").read_text())
+    guide = " ".join((ROOT / "docs" / "guides" / "mixture_bases.md").read_text().split())
+    mixture, normal = record["bases"]["gaussian_mixture"], record["bases"]["normal"]
+    assert (f"gets to {mixture['test_nll_nats']:.3f} nats against {normal['test_nll_nats']:.3f} "
+            f"for the standard normal, on an entropy of {record['data_entropy_nats']:.3f}"
+            in guide)
+    assert (f"the same {record['steps']:,} batches of {record['batch_size']} "
+            f"({record['epochs']} epochs)") in guide
+    assert f"{record['train_points']:,} training and {record['test_points']:,} test" in guide
+    weights = sorted(record["learned_mixture"]["weights"], reverse=True)
+    assert "most of the mass on four components" in guide and sum(weights[:4]) > 0.9
