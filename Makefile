@@ -48,8 +48,9 @@ test: $(STAMP) fashion-mnist docs
 	TF_ENABLE_ONEDNN_OPTS=1 $(PYTEST)
 	TF_ENABLE_ONEDNN_OPTS=0 $(PYTEST) $(PORTABILITY_TESTS) -k 'not training_command'
 
-# Every experiment of experiments/, about 90 minutes on 2 CPU cores (variational_dequantization.py
-# adds 14 CPU-minutes of training, then its check at equal steps about 4 more); Fashion-MNIST comes from
+# Every experiment of experiments/, about two and a half hours on 2 CPU cores
+# (variational_dequantization.py alone is 14 CPU-minutes of training, then its check at equal
+# steps about 4 more); Fashion-MNIST comes from
 # Debian's dataset-fashion-mnist (installed here when missing; needs root and apt).
 experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/toy_2d.py
@@ -61,6 +62,9 @@ experiments: $(STAMP) fashion-mnist
 	$(PY) experiments/conditional_toy_2d.py
 	$(PY) experiments/conditional_glow.py
 	$(PY) experiments/vi_posterior.py
+	$(PY) experiments/vi_stability.py
+	$(PY) experiments/ffjord_two_moons.py
+	$(PY) experiments/torus_von_mises.py
 	$(PY) experiments/neutra_funnel.py
 	$(PY) experiments/custom_flow.py
 	$(PY) experiments/mirrored_vs_single.py
