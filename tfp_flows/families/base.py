@@ -432,6 +432,7 @@ class Flow(keras.layers.Layer):
             flow = tfb.Chain([self._preprocessing_bijector(), flow])
         return FlowBijector(flow, self.variables, name=self.name)
 
+    @tf.autograph.experimental.do_not_convert
     def _set_conditioner_policy(self) -> None:
         """Gives the conditioner networks (and their sublayers) the precision's dtype policy.
 
