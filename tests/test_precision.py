@@ -144,6 +144,21 @@ def test_a_saved_model_keeps_its_precision(tmp_path):
     np.testing.assert_array_equal(loaded.log_prob(x), model.log_prob(x))
 
 
+def test_an_exported_bfloat16_model_serves_float32(tmp_path):
+    _, model, x = _pair("realnvp", "bfloat16")
+    path = tfp_flows.export_saved_model(model, tmp_path / "1")
+    signatures = tf.saved_model.load(path).signatures
+    x = tf.constant(x)
+    outputs = {"log_prob": signatures["log_prob"](x=x)["log_prob"],
+               "z": signatures["encode"](x=x)["z"],
+               "x": signatures["decode"](z=model.encode(x))["x"],
+               "sample": signatures["sample"](n=tf.constant(2), temperature=tf.constant(1.0),
+                                              seed=tf.constant(0, tf.int64))["x"]}
+    assert {name: out.dtype for name, out in outputs.items()} == dict.fromkeys(outputs,
+                                                                                tf.float32)
+    np.testing.assert_allclose(outputs["log_prob"], model.log_prob(x), rtol=1e-5, atol=1e-5)
+
+
 def test_a_config_from_before_precision_builds_a_float32_flow():
     flow = tfp_flows.realnvp((4,), hidden=8, precision="bfloat16").flow
     config = flow.get_config()
