@@ -199,7 +199,8 @@ class Flow(keras.layers.Layer):
             and their outputs are cast to float32 before they enter a transform, so the
             log-dets, the base log-density, the loss and everything the model returns are
             float32: the density is exact for the map the low-precision networks compute.
-            `FlowModel.compile` scales the loss under "float16".
+            `FlowModel.compile` scales the loss under "float16". Under "float32" the
+            networks keep the policy Keras gives them (a global policy a user set applies).
         **kwargs: the family's declared `arguments` (None: the declared default), then
             Keras layer arguments (`name`, ...).
 
@@ -439,7 +440,11 @@ class Flow(keras.layers.Layer):
         Done when the first bijector is built: the family's `__init__` writes its steps after
         `Flow.__init__`, and the networks build their (float32) weights on their first call,
         inside the bijector. Keras then casts their inputs and weights to the compute dtype.
+        Under "float32" the layers keep the policy Keras gave them (float32, unless a user
+        set a global mixed policy, which then still applies as before `precision=` existed).
         """
+        if self.precision == "float32":
+            return
         policy = PRECISIONS[self.precision]
         for net in self.conditioners:
             for layer in (net, *compat.sublayers(net)):
