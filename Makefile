@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test docs lint experiments benchmark clean fashion-mnist
+.PHONY: demo test docs lint experiments benchmark gpu clean fashion-mnist
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,8 @@ fashion-mnist:
 PORTABILITY_TESTS := tests/bijectors tests/nets tests/transforms tests/test_bases.py \
 	tests/test_properties.py tests/test_flow_model.py \
 	tests/test_conditional.py tests/test_steps.py tests/test_zoo.py::test_vector_flow_is_exact_and_invertible \
-	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space tests/test_tfp_contract.py
+	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space tests/test_tfp_contract.py \
+	tests/test_precision.py::test_bfloat16_density_is_exact_for_the_map_it_computes
 
 # Most of the suite's time is one Python thread (tracing, eager dispatch, a subprocess's
 # start-up), so two workers nearly halve it on two cores. Each worker takes whole files
@@ -85,6 +86,21 @@ benchmark: $(STAMP)
 	$(PY) -m benchmarks.glow_ablations
 	$(PY) -m benchmarks.public_api
 	$(PY) -m benchmarks.pipeline
+
+# The GPU checks, under 10 minutes on one GPU: the tests marked `gpu` (two logical GPUs carved
+# from one under MirroredStrategy against one device, in float32, float16 and with XLA; low
+# precision Glow training with and without XLA) and the precision tests, then the GPU rows:
+# the split-device check's JSON and the benchmark's throughput matrix (Glow 32x32x3, 3 scales
+# x 8 steps, 512 hidden, batch 64; float32 / float16 x XLA off / on). Without a GPU it stops
+# at once and says so (the CPU side of the split-device check runs in `make test`).
+GPU_RESULTS := benchmarks/results/$(shell date +%F)-gpu
+gpu: $(STAMP)
+	@$(PY) -c "import sys, tensorflow as tf; sys.exit(0 if tf.config.list_physical_devices('GPU') else 'make gpu needs a GPU, and TensorFlow sees none on this machine; nothing was run.')"
+	$(PY) -m pytest -q -m gpu tests/test_gpu.py
+	$(PY) -m pytest -q tests/test_precision.py -k 'not training_command and not identity'
+	$(PY) tests/split_devices.py GPU $(GPU_RESULTS)-split-devices.json
+	$(PY) -m benchmarks.bench --device gpu --glow-depth 8 --fit-steps 20 --fit-rounds 3 \
+		--out $(GPU_RESULTS)-matrix.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check tfp_flows tests experiments benchmarks examples docs

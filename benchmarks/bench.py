@@ -114,7 +114,7 @@ def matrix_table(rows: dict, cfg, info: dict, date: str) -> str:
     lines = [f"Machine: {device}; TF {info['tensorflow']}, Keras {info['keras']}. Date: {date}. "
              f"Glow {contenders.size('glow', cfg)}, Adam {cfg.learning_rate}, epochs of "
              f"{cfg.fit_steps} steps.", "",
-             "| policy, XLA | train images/s (fit) | sample images/s | peak MiB | loss |",
+             "| precision, XLA | train images/s (fit) | sample images/s | peak MiB | loss |",
              "|---|---|---|---|---|"]
     for name, r in rows.items():
         peak = "–" if r["peak_mib"] is None else f"{r['peak_mib']:,.0f}"
@@ -150,9 +150,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "off/on x float32/mixed precision) at the paper's CIFAR-10 size")
     parser.add_argument("--matrix", action="store_true",
                         help="run the throughput matrix on this machine's device")
-    parser.add_argument("--mixed-policy", default=None,
-                        help="the matrix's mixed precision policy (default: mixed_float16 on "
-                             "a GPU, mixed_bfloat16 on CPU)")
+    parser.add_argument("--low-precision", choices=("bfloat16", "float16"), default=None,
+                        help="the matrix's precision= beside float32 (default: float16 on a "
+                             "GPU, bfloat16 on CPU)")
     for flag, kind in (("shape", _shape), ("levels", int), ("depth", int), ("hidden", int),
                        ("batch", int)):
         parser.add_argument(f"--glow-{flag}", type=kind, default=None,
@@ -192,8 +192,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for flag, value in GLOW_DEFAULTS[cfg.device].items():
         if getattr(cfg, f"glow_{flag}") is None:
             setattr(cfg, f"glow_{flag}", value)
-    if cfg.mixed_policy is None:
-        cfg.mixed_policy = "mixed_float16" if gpus else "mixed_bfloat16"
+    if cfg.low_precision is None:
+        cfg.low_precision = "float16" if gpus else "bfloat16"
     unknown = set(cfg.flows) - set(contenders.FLOWS)
     if unknown:
         parser.error(f"--flows: {sorted(unknown)} have no TFP peer here; choose from "

@@ -1,4 +1,4 @@
-"""Our Glow's throughput on this machine's device: XLA off / on x float32 / mixed precision.
+"""Our Glow's throughput on this machine's device: XLA off / on x float32 / low precision.
 
 `--device gpu` (or `--matrix` on any device) of benchmarks/bench.py runs this instead of the
 comparison with TFP: our Glow at the paper's CIFAR-10 size on a GPU.
@@ -17,10 +17,11 @@ from benchmarks import synthetic
 
 
 def throughput_matrix(cfg) -> dict:
-    """Our Glow's images/s through `fit` and `model.sample` for XLA off / on x float32 / mixed.
+    """Our Glow's images/s through `fit` and `model.sample` for XLA off / on x float32 /
+    `cfg.low_precision`.
 
-    One model per cell, built under the cell's Keras dtype policy (mixed: conditioner networks
-    in 16-bit floats, variables and log-dets in float32; under mixed_float16 Keras' `compile`
+    One model per cell, built with the cell's `precision=` (bfloat16 or float16: conditioner
+    networks in 16-bit floats, variables and log-dets in float32; under float16 `compile`
     adds dynamic loss scaling). Training: epochs of `--fit-steps` steps of `fit` from memory,
     after two untimed steps that trace (and compile with XLA). Sampling: `model.sample`
     of a batch inside a `tf.function` with the cell's `jit_compile`. Peak memory: the device
@@ -33,25 +34,22 @@ def throughput_matrix(cfg) -> dict:
     x = pixels.astype(np.float32) + rng.uniform(size=pixels.shape).astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices(x).batch(batch, drop_remainder=True).cache()
     rows = {}
-    for policy in ("float32", cfg.mixed_policy):
+    for precision in ("float32", cfg.low_precision):
         for jit in (False, True):
-            keras.mixed_precision.set_global_policy(policy)
-            try:
-                row = _throughput(x[:batch], data.repeat(), jit, cfg)
-            finally:
-                keras.mixed_precision.set_global_policy("float32")
-            rows[f"{policy}, XLA {'on' if jit else 'off'}"] = row
-            print(f"[matrix] {policy}, XLA {'on' if jit else 'off'}: "
+            row = _throughput(x[:batch], data.repeat(), jit, precision, cfg)
+            rows[f"{precision}, XLA {'on' if jit else 'off'}"] = row
+            print(f"[matrix] {precision}, XLA {'on' if jit else 'off'}: "
                   f"train {row['train_images_s']:,.0f} images/s, sample "
                   f"{row['sample_images_s']:,.0f} images/s, loss {row['final_loss']:.1f}",
                   flush=True)
     return rows
 
 
-def _throughput(first_batch: np.ndarray, data: tf.data.Dataset, jit: bool, cfg) -> dict:
+def _throughput(first_batch: np.ndarray, data: tf.data.Dataset, jit: bool, precision: str,
+                cfg) -> dict:
     keras.utils.set_random_seed(0)
     model = tfp_flows.glow(cfg.glow_shape, num_scales=cfg.glow_levels, depth=cfg.glow_depth,
-                           hidden=cfg.glow_hidden, num_levels=256)
+                           hidden=cfg.glow_hidden, num_levels=256, precision=precision)
     model.initialize_from_data(first_batch)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), jit_compile=jit)
 

@@ -13,15 +13,15 @@ def test_device_matrix_runs_every_cell_and_writes_its_json(tmp_path):
     rows = bench.main(["--matrix", "--glow-shape", "4,4,3", "--glow-levels", "1",
                        "--glow-depth", "1", "--glow-hidden", "4", "--glow-batch", "4",
                        "--fit-steps", "2", "--fit-rounds", "1", "--out", str(out)])
-    assert list(rows) == ["float32, XLA off", "float32, XLA on", "mixed_bfloat16, XLA off",
-                          "mixed_bfloat16, XLA on"]
+    assert list(rows) == ["float32, XLA off", "float32, XLA on", "bfloat16, XLA off",
+                          "bfloat16, XLA on"]
     for row in rows.values():
         assert row["train_images_s"] > 0 and row["sample_images_s"] > 0
         assert row["finite_samples"] == 1.0 and row["peak_mib"] is None  # no GPU here
     saved = json.loads(out.read_text())
     assert saved["results"] == json.loads(json.dumps(rows))
-    assert "| mixed_bfloat16, XLA on |" in saved["table"]
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert "| bfloat16, XLA on |" in saved["table"]
+    assert keras.mixed_precision.global_policy().name == "float32"  # never set
 
 
 def test_gpu_device_is_refused_without_a_gpu(capsys):

@@ -482,10 +482,20 @@ class FlowModel(keras.Model):
         present): XLA drops `tf.debugging.Assert`, and with it the guards that stop `fit`
         before a NaN or Inf reaches the weights. On CPU XLA was slower for every flow
         (benchmarks/). Pass `jit_compile=True` to trade the guards for XLA.
+
+        A flow built with `precision="float16"` trains with dynamic loss scaling: the
+        optimizer is wrapped in `keras.optimizers.LossScaleOptimizer` (unless it is one), so
+        that small float16 gradients of the conditioners do not flush to zero; a step whose
+        scaled gradients overflow is skipped and the scale lowered. bfloat16 has float32's
+        exponent range and needs none.
         """
         if loss is not None:
             raise ValueError("FlowModel trains on its own negative log-likelihood; "
                              f"compile takes no `loss` argument, got loss={loss!r}.")
+        if getattr(self.flow, "precision", "float32") == "float16":
+            optimizer = keras.optimizers.get(optimizer)
+            if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
     def compile_from_config(self, config):

@@ -69,7 +69,7 @@ from typing import NoReturn
 from absl import app, flags
 
 from tfp_flows import datasets
-from tfp_flows.families import FAMILIES
+from tfp_flows.families import FAMILIES, PRECISION
 from tfp_flows.training import STRATEGIES, Checkpoint, ConfigError, TrainConfig, TrainingError, run
 from tfp_flows.training.config import family_flags, flag_name, renamed
 from tfp_flows.training.run_directory import RUN_SETTINGS
@@ -109,6 +109,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_boolean("conditional", d.conditional,
                          "Learn p(x | class label) on the dataset's labels (the mixture "
                          "components of the 2-D toys).", flag_values=flag_values)
+    flags.DEFINE_string("precision", d.precision, PRECISION.help, flag_values=flag_values)
     flags.DEFINE_integer("patience", d.patience,
                          "Stop after this many epochs without a better validation bits/dim "
                          "(0: never); the best weights are kept.", flag_values=flag_values)

@@ -8,6 +8,8 @@ the built-ins' own builders.
 
 from tfp_flows.families.base import (
     FAMILIES,
+    PRECISION,
+    PRECISIONS,
     TRANSFORM_ARGUMENTS,
     Argument,
     Flow,
@@ -24,9 +26,10 @@ from tfp_flows.families.planar import Planar
 from tfp_flows.families.radial import Radial
 from tfp_flows.families.realnvp import RealNVP
 
-__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "TRANSFORM_ARGUMENTS", "Argument",
-           "Flow", "Glow", "Planar", "Radial", "RealNVP", "build", "ffjord", "glow", "iaf",
-           "maf", "nice", "nsf", "planar", "radial", "realnvp", "register_family"]
+__all__ = ["FAMILIES", "FFJORD", "IAF", "MAF", "NICE", "NSF", "PRECISION", "PRECISIONS",
+           "TRANSFORM_ARGUMENTS", "Argument", "Flow", "Glow", "Planar", "Radial", "RealNVP",
+           "build", "ffjord", "glow", "iaf", "maf", "nice", "nsf", "planar", "radial", "realnvp",
+           "register_family"]
 
 
 def _builder(name: str):

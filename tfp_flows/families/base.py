@@ -33,8 +33,8 @@ from tfp_flows.nets.stack import ZeroInitStack
 from tfp_flows.registry import Registry
 from tfp_flows.steps import ScaleLevel
 
-__all__ = ["Argument", "FAMILIES", "Flow", "TRANSFORM_ARGUMENTS", "build", "check_image",
-           "register_family"]
+__all__ = ["Argument", "FAMILIES", "Flow", "PRECISION", "PRECISIONS", "TRANSFORM_ARGUMENTS",
+           "build", "check_image", "register_family"]
 
 PREPROCESSING = ("logit", "center")
 # What a value of each declared type must be, in words.
@@ -140,6 +140,16 @@ TRANSFORM_ARGUMENTS = (
 for the built-in transforms' options."""
 
 
+# The precisions a flow's conditioner networks compute in, with the Keras dtype policy of each
+# (variables stay float32 under all three; see `Flow`).
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# Every family's `precision=` (the training command's --precision).
+PRECISION = Argument("precision", str, "float32", "What the conditioner networks compute in: "
+                     "float32, bfloat16 or float16 (mixed precision: variables, log-dets, the "
+                     "base density, the loss and every output stay float32).",
+                     choices=tuple(PRECISIONS))
+
+
 def register_family(name: str):
     """Registers a `Flow` subclass as the family `name`: `build(name, ...)`, `--flow=name`."""
     def decorate(family):
@@ -192,6 +202,15 @@ class Flow(keras.layers.Layer):
             learned dequantizer, "variational" (Flow++), a `Dequantizer` or
             `{"name": ..., **options}`: the model then sees the integer pixels and its
             log_prob is a one-sample estimate of the variational bound on log P(x).
+        precision: what the conditioner networks (`conditioners`: coupling nets, MADEs,
+            split priors, FFJORD's dynamics) compute in: "float32" (default), "bfloat16" or
+            "float16", as the Keras dtype policies "mixed_bfloat16" / "mixed_float16" on
+            those networks only (no global policy is set). Their variables stay float32,
+            and their outputs are cast to float32 before they enter a transform, so the
+            log-dets, the base log-density, the loss and everything the model returns are
+            float32: the density is exact for the map the low-precision networks compute.
+            `FlowModel.compile` scales the loss under "float16". Under "float32" the
+            networks keep the policy Keras gives them (a global policy a user set applies).
         **kwargs: the family's declared `arguments` (None: the declared default), then
             Keras layer arguments (`name`, ...).
 
@@ -205,7 +224,8 @@ class Flow(keras.layers.Layer):
     arguments: tuple[Argument, ...] = ()
     # The keywords every family takes, checked here rather than declared.
     common_arguments = ("event_shape", "num_levels", "preprocessing", "alpha", "reversible",
-                        "context_shape", "num_classes", "base", "dequantization")
+                        "context_shape", "num_classes", "base", "dequantization",
+                        "precision")
     default_preprocessing = "logit"
     # The family's transform when none is given (None: the family has no choice of it), and
     # the options a transform gets when chosen by name and not given them.
@@ -218,7 +238,8 @@ class Flow(keras.layers.Layer):
     def __init__(self, event_shape, num_levels: int | None = None,
                  preprocessing: str | None = None, alpha: float = 0.05,
                  reversible: bool = False, context_shape=None, num_classes: int | None = None,
-                 base="normal", dequantization=dequantizers.UNIFORM, **kwargs):
+                 base="normal", dequantization=dequantizers.UNIFORM,
+                 precision: str | None = None, **kwargs):
         declared = self._take_declared(kwargs)
         transform = self._take_transform(kwargs)
         super().__init__(**kwargs)
@@ -271,6 +292,7 @@ class Flow(keras.layers.Layer):
         self.context_shape = context_shape
         self.num_classes = num_classes
         self.context_size = num_classes or (context_shape[0] if context_shape else 0)
+        self.precision = PRECISION.check(PRECISION.default if precision is None else precision)
         self._set_declared(declared)
         self.transform = transform
         self.dequantizer = self._dequantizer(dequantization)
@@ -401,6 +423,7 @@ class Flow(keras.layers.Layer):
                 "alpha": self.alpha, "reversible": self.reversible,
                 "context_shape": None if self.context_shape is None else list(self.context_shape),
                 "num_classes": self.num_classes, "base": bases.serialize(self._base),
+                "precision": self.precision,
                 # Only a learned dequantizer is written: a uniform flow's config is unchanged.
                 **({} if self.dequantizer is None
                    else {"dequantization": dequantizers.serialize(self.dequantizer)}),
@@ -432,6 +455,7 @@ class Flow(keras.layers.Layer):
             raise ValueError(
                 f"this flow is {'conditional' if self.context_size else 'unconditional'}: "
                 f"{'pass a context' if self.context_size else 'it takes no context'}.")
+        self._set_conditioner_policy()
         flow = self._flow_bijector(self.context_vector(context), initialize)
         if self.flattens_images and self.is_image:
             flow = tfb.Chain([tfb.Reshape(event_shape_out=self.event_shape,
@@ -439,6 +463,24 @@ class Flow(keras.layers.Layer):
         if self.num_levels is not None:
             flow = tfb.Chain([self._preprocessing_bijector(), flow])
         return FlowBijector(flow, self.variables, name=self.name)
+
+    @tf.autograph.experimental.do_not_convert
+    def _set_conditioner_policy(self) -> None:
+        """Gives the conditioner networks (and their sublayers) the precision's dtype policy.
+
+        Done when the first bijector is built: the family's `__init__` writes its steps after
+        `Flow.__init__`, and the networks build their (float32) weights on their first call,
+        inside the bijector. Keras then casts their inputs and weights to the compute dtype.
+        Under "float32" the layers keep the policy Keras gave them (float32, unless a user
+        set a global mixed policy, which then still applies as before `precision=` existed).
+        """
+        if self.precision == "float32":
+            return
+        policy = PRECISIONS[self.precision]
+        for net in self.conditioners:
+            for layer in (net, *compat.sublayers(net)):
+                if layer.dtype_policy.name != policy:
+                    layer.dtype_policy = policy
 
     def training_pass(self) -> contextlib.AbstractContextManager:
         """The context in which `FlowModel.train_step` builds its bijector.

@@ -84,10 +84,11 @@ class ODEStep(keras.layers.Layer):
     def dynamics(self, time, state, context=None):
         """f(t, z, c): the time derivative of the state (batch..., size) at scalar time t."""
         time = tf.reshape(tf.cast(time, state.dtype), (1, 1))
-        if context is None:
-            return self.net(state, time)
-        rows = tf.shape(context)[0]
-        return self.net(state, tf.concat([tf.tile(time, [rows, 1]), context], axis=-1))
+        if context is not None:
+            rows = tf.shape(context)[0]
+            time = tf.concat([tf.tile(time, [rows, 1]), context], axis=-1)
+        # In the state's dtype: a low-precision network (`precision=`) returns its own.
+        return tf.cast(self.net(state, time), state.dtype)
 
     def _solve(self, ode_fn, initial_time, initial_state, solution_times):
         solver = tfm.ode.DormandPrince(rtol=self.rtol, atol=self.atol)

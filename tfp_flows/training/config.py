@@ -20,7 +20,7 @@ import numpy as np
 from absl import flags
 
 from tfp_flows import transforms
-from tfp_flows.families import FAMILIES, TRANSFORM_ARGUMENTS, Flow
+from tfp_flows.families import FAMILIES, PRECISION, TRANSFORM_ARGUMENTS, Flow
 from tfp_flows.training.errors import ConfigError
 
 __all__ = ["MONITOR", "SIZE_FLAGS", "STRATEGIES", "TRANSFORM_FLAGS", "TrainConfig",
@@ -45,7 +45,8 @@ class TrainConfig:
     without a flag of their own (a plugin family's); a string value is read as the type the
     family declares (`tfp_flows.Argument`).
     `plugins` (the repeatable `--plugin`) names modules imported before the settings are
-    checked. `verbose` (the Keras progress bar: 1, or 0 for none) has no flag.
+    checked. `precision` is the family's `precision=` (float32, bfloat16 or float16), part of
+    the run's identity. `verbose` (the Keras progress bar: 1, or 0 for none) has no flag.
     """
 
     flow: str = "realnvp"
@@ -69,6 +70,7 @@ class TrainConfig:
     bound: float | None = None
     flow_args: dict[str, bool | int | float | str] = dataclasses.field(default_factory=dict)
     conditional: bool = False
+    precision: str = "float32"
     patience: int = 10
     strategy: str = "default"
     jit_compile: bool = False
@@ -256,6 +258,9 @@ def validated(config: TrainConfig) -> TrainConfig:
     for name in ("patience", "checkpoint_steps", "seed"):
         if getattr(config, name) < 0:
             raise ConfigError(f"--{name} must be >= 0, got {getattr(config, name)}")
+    if config.precision not in PRECISION.choices:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISION.choices)}, got "
+                          f"{config.precision!r}")
     if not 1 <= config.num_bits <= 8:
         raise ConfigError(f"--num_bits must be in 1..8 (2**num_bits pixel levels), got "
                           f"{config.num_bits}")

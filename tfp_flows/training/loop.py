@@ -94,7 +94,8 @@ def _build_model(config: TrainConfig, splits) -> FlowModel:
     num_classes = splits.num_classes if config.conditional else None
     try:
         return FlowModel(family(config.flow)(
-            splits.event_shape, num_levels=splits.num_levels, num_classes=num_classes, **given))
+            splits.event_shape, num_levels=splits.num_levels, num_classes=num_classes,
+            precision=config.precision, **given))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

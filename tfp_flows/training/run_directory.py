@@ -20,7 +20,7 @@ __all__ = ["RUN_SETTINGS", "SETTINGS_NAME", "check_output_dir", "identity", "rea
 SETTINGS_NAME = "config.json"
 # The config.json entries that define the model and its data; a run directory holds one model.
 _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels",
-                  "crop", "conditional", "model")
+                  "crop", "conditional", "precision", "model")
 # The training settings that change what a run trains (its batches, its updates, when it
 # stops): a rerun that changes one is refused unless --allow_changes. The others (more epochs,
 # the strategy, XLA, how often it commits, the figures, the plugins) may change between the
@@ -45,7 +45,7 @@ def identity(config: TrainConfig, splits, model: FlowModel) -> dict:
     return {"flow": config.flow, "dataset": config.dataset, "seed": config.seed,
             "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
             "num_levels": splits.num_levels, "crop": config.crop,
-            "conditional": config.conditional,
+            "conditional": config.conditional, "precision": model.flow.precision,
             "model": {name: flow.get(name) for name in takes}}
 
 
@@ -68,11 +68,13 @@ def _upgraded(stored: dict) -> dict:
     Runs before --num_scales, --transform and --conditional named the number of scales
     `levels`, and trained unconditional flows with the affine transform (the default of every
     family that offers a choice). An argument the family declares now and the file lacks was
-    not a setting then: the run trained with its default. The flows that see images as
+    not a setting then: the run trained with its default. Runs before --precision trained in
+    float32. The flows that see images as
     vectors (MAF, IAF) were given flattened images by the command; they flatten them
     themselves now, so the identity names the image shape.
     """
     model = dict(stored.get("model", {}))
+    stored = {"precision": "float32", **stored}
     if "conditional" not in stored:
         stored = {**stored, "conditional": False}
         if "levels" in model:

@@ -1,0 +1,106 @@
+"""Quality per time: the same Glow on Fashion-MNIST, float32 against bfloat16, equal CPU time.
+
+Each precision trains a fresh Glow (same seed, same batches) through `fit` for the same budget
+of *process CPU time* (`time.process_time()`, all of the process's threads; tracing included),
+then its bits/dim on the first `--test` images of the official test set is measured. CPU time
+rather than wall time because the machine this ran on is shared: wall time would charge each
+run for whatever else ran beside it. On a CPU without bfloat16 hardware (the machine record's
+`cpu_bfloat16` is empty: no AMX, no AVX512-BF16) bfloat16 is emulated and does fewer steps in
+the same time.
+
+    python experiments/precision_fashion_mnist.py                 # 2 x 150 CPU-seconds
+    python experiments/precision_fashion_mnist.py --quick         # a smoke test, scratch folder
+
+Fashion-MNIST comes from Debian's dataset-fashion-mnist (`make fashion-mnist`).
+Writes experiments/results/precision_fashion_mnist.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import common
+import keras
+
+import tfp_flows
+
+GLOW = {"num_scales": 2, "depth": 4, "hidden": 64}
+
+
+class CPUBudget(keras.callbacks.Callback):
+    """Stops `fit` at the first batch end after `seconds` of process CPU time."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.process_time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        self.loss = float(logs["loss"])
+        if time.process_time() - self.start >= self.seconds:
+            self.model.stop_training = True
+
+
+def train_for(precision: str, splits, seconds: float, learning_rate: float) -> dict:
+    keras.utils.set_random_seed(0)
+    model = tfp_flows.glow(splits.event_shape, num_levels=splits.num_levels,
+                           precision=precision, **GLOW)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    budget = CPUBudget(seconds)
+    wall = time.perf_counter()
+    model.fit(splits.train.repeat(), epochs=1, steps_per_epoch=10**6, callbacks=[budget],
+              verbose=0)
+    cpu = time.process_time() - budget.start
+    wall = time.perf_counter() - wall
+    test = common.evaluate(model, splits.test)
+    return {"steps": budget.steps, "cpu_seconds": round(cpu, 1), "wall_seconds": round(wall, 1),
+            "steps_per_cpu_second": round(budget.steps / cpu, 3),
+            "last_train_loss_nats": round(budget.loss, 2), "test": test}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cpu-seconds", type=float, default=150.0)
+    parser.add_argument("--train", type=int, default=20000, help="training images")
+    parser.add_argument("--test", type=int, default=2000, help="test images")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--data_dir", default=common.FASHION_MNIST_DIR)
+    parser.add_argument("--quick", action="store_true")
+    cfg = parser.parse_args()
+    if cfg.quick:
+        cfg.cpu_seconds, cfg.train, cfg.test = 5.0, 512, 128
+    splits = common.fashion_mnist_splits(cfg.data_dir, cfg.train, cfg.test, cfg.batch_size)
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        results[precision] = train_for(precision, splits, cfg.cpu_seconds, cfg.learning_rate)
+        r = results[precision]
+        print(f"{precision}: {r['steps']} steps in {r['cpu_seconds']} CPU-s "
+              f"({r['wall_seconds']} s wall), test {r['test']['bits_per_dim']} bits/dim",
+              flush=True)
+    bits = {p: r["test"]["bits_per_dim"] for p, r in results.items()}
+    winner = min(bits, key=bits.get)
+    path = common.output_dir(cfg.quick) / "precision_fashion_mnist.json"
+    path.write_text(json.dumps({
+        "command": "python experiments/precision_fashion_mnist.py" + (" --quick" if cfg.quick
+                                                                      else ""),
+        "config": {**vars(cfg), "glow": GLOW},
+        "budget": "equal process CPU time per precision (time.process_time, tracing "
+                  "included); the machine is shared, so wall time would not be a fair budget",
+        "machine": common.machine(), "results": results, "lower_test_bits_per_dim": winner,
+        "bits_per_dim_difference_bfloat16_minus_float32": round(
+            bits["bfloat16"] - bits["float32"], 4),
+        "steps_ratio_bfloat16_over_float32": round(
+            results["bfloat16"]["steps"] / results["float32"]["steps"], 3)},
+        indent=2, default=str) + "\n")
+    print(f"lower test bits/dim: {winner}; wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
