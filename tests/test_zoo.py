@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jacobians import brute_force_log_prob
 
 import tfp_flows
 from tfp_flows import compat, datasets
@@ -50,30 +51,11 @@ def _pixels(shape, levels, n=3, seed=0):
     return (rng.integers(0, levels, size=(n, *shape)) + rng.random((n, *shape))).astype("float32")
 
 
-def _brute_force_log_prob(model, x):
-    """log N(z; 0, I) + log|det dz/dx| with the Jacobian from autodiff."""
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
-        # The bijector eagerly: differentiating the compiled `model.encode` would trace its
-        # backward function first, which took 3x the CPU time of these eager passes (Glow
-        # with splines on 4x4 images).
-        z = model.bijector.inverse(x)
-    n = x.shape[0]
-    # A loop of gradients costs about half the CPU time of pfor's vectorisation here (pfor
-    # converts the whole flow's graph, splines included, for at most 16 outputs).
-    jacobian = tf.reshape(tape.batch_jacobian(z, x, experimental_use_pfor=False),
-                          (n, -1, int(np.prod(x.shape[1:]))))
-    z = tf.reshape(z, (n, -1))
-    base = -0.5 * tf.reduce_sum(z**2, axis=1) - 0.5 * z.shape[1] * np.log(2 * np.pi)
-    return base + tf.linalg.slogdet(jacobian)[1]
-
-
 def _check_model_math(model, x):
     _randomize(model)
     z = model.encode(x)
     np.testing.assert_allclose(model.decode(tf.identity(z)), x, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(model.log_prob(x), _brute_force_log_prob(model, x),
+    np.testing.assert_allclose(model.log_prob(x), brute_force_log_prob(model, x),
                                rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(model.distribution.log_prob(tf.identity(x)), model.log_prob(x),
                                rtol=1e-5, atol=1e-4)

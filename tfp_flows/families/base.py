@@ -140,14 +140,14 @@ TRANSFORM_ARGUMENTS = (
 for the built-in transforms' options."""
 
 
-# The precisions a flow's conditioner networks compute in, with the Keras dtype policy of each
-# (variables stay float32 under all three; see `Flow`).
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-# Every family's `precision=` (the training command's --precision).
+"""The precisions a flow's conditioner networks compute in, with the Keras dtype policy of each
+(variables stay float32 under all three; see `Flow`)."""
 PRECISION = Argument("precision", str, "float32", "What the conditioner networks compute in: "
                      "float32, bfloat16 or float16 (mixed precision: variables, log-dets, the "
                      "base density, the loss and every output stay float32).",
                      choices=tuple(PRECISIONS))
+"""Every family's `precision=` (the training command's --precision)."""
 
 
 def register_family(name: str):
