@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import laplace, norm
 from tensorflow_probability import distributions as tfd
@@ -56,14 +57,6 @@ def _model(name):
     return tfp_flows.realnvp((4,), num_couplings=2, hidden=8, base=BASES[name], **context)
 
 
-def _randomize(model, seed=0):
-    """Moves every trainable weight (the base's included) off its initial value."""
-    rng = np.random.default_rng(seed)
-    for variable in model.trainable_variables:
-        value = variable.numpy()
-        variable.assign(value + 0.3 * rng.standard_normal(value.shape).astype(value.dtype))
-
-
 def _inputs(model, n=5, seed=1):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, *model.event_shape)).astype("float32")
@@ -93,7 +86,7 @@ def _base_log_prob(base, z, context):
 @pytest.mark.parametrize("name", list(BASES))
 def test_log_prob_is_the_base_density_of_the_latent_plus_the_log_det(name):
     model = _model(name)
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.3)
     x, context = _inputs(model)
     bijector = model.conditional_bijector(context) if context is not None else model.bijector
     z = bijector.inverse(x).numpy()
@@ -105,7 +98,7 @@ def test_log_prob_is_the_base_density_of_the_latent_plus_the_log_det(name):
 def test_normal_gives_the_standard_normal_log_prob_bit_for_bit():
     """The default base computes what FlowModel's own N(0, I) computed before bases."""
     model = _model("normal")
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.3)
     x, _ = _inputs(model)
     bijector = model.bijector
     z = bijector.inverse(x)
@@ -119,7 +112,7 @@ def test_normal_gives_the_standard_normal_log_prob_bit_for_bit():
 @pytest.mark.parametrize("name", list(BASES))
 def test_samples_and_temperature(name):
     model = _model(name)
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.3)
     _, context = _inputs(model, n=4)
     one = None if context is None else context[0]
     samples = model.sample(4, context=one, temperature=0.5, seed=3)
@@ -140,7 +133,7 @@ def test_samples_and_temperature(name):
 
 def test_mixture_temperature_scales_each_component_about_its_mean():
     model = _model("gaussian_mixture")
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.3)
     cold, warm = (model.latent_noise(64, t, 5).numpy() for t in (0.3, 1.0))
     loc = model.flow.base.loc.numpy()
     # Each latent keeps its component (the same seed picks it) and shrinks towards its mean.
@@ -173,7 +166,7 @@ def test_base_weights_are_model_weights_and_distribution_variables(name):
 @pytest.mark.parametrize("name", list(BASES))
 def test_keras_file_reloads_with_the_same_log_prob(name, tmp_path):
     model = _model(name)
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.3)
     x, context = _inputs(model)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
@@ -208,7 +201,7 @@ def test_export_loads_without_tfp_and_gives_the_same_log_prob(tmp_path):
     models = {}
     for name in BASES:
         model = _model(name)
-        _randomize(model)
+        move_off_init(model.trainable_variables, 0.3)
         x, context = _inputs(model)
         path = str(tmp_path / name)
         tfp_flows.export_saved_model(model, path)
@@ -268,7 +261,8 @@ def test_a_glow_given_the_top_prior_as_base_gives_the_class_prior_numbers():
     explicit.set_weights(default.get_weights())
     np.testing.assert_allclose(explicit.log_prob(x, labels), expected["log_prob"], rtol=1e-6,
                                atol=1e-5)
-    _randomize(explicit)  # off the file's weights too, the prior's included
+    # Off the file's weights too, the prior's included.
+    move_off_init(explicit.trainable_variables, 0.3)
     default.set_weights(explicit.get_weights())
     np.testing.assert_array_equal(default.log_prob(x, labels), explicit.log_prob(x, labels))
     classes = np.array([0, 1, 2])

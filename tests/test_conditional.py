@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 
 import tfp_flows
 from tfp_flows.nets import MADE
@@ -27,13 +28,6 @@ IMAGE_BUILDERS = {
     "realnvp": lambda **c: tfp_flows.realnvp((4, 4, 1), num_scales=2, hidden=8, num_hidden=1,
                                              num_levels=17, **c),
 }
-
-
-def _randomize(model, seed=0, scale=0.1):
-    rng = np.random.default_rng(seed)
-    for variable in model.trainable_variables:
-        value = variable.numpy()
-        variable.assign(value + scale * rng.standard_normal(value.shape).astype(value.dtype))
 
 
 def _vectors(n=5, seed=0):
@@ -69,7 +63,7 @@ def _assert_context_reaches_every_conditioner(model, x, context):
 def test_vector_context_reaches_every_conditioner(family):
     keras.utils.set_random_seed(1)
     model = VECTOR_BUILDERS[family](context_shape=(K,))
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.1)
     x, context = _vectors()
     _assert_context_reaches_every_conditioner(model, x, context)
     # The density really depends on the context, and is exact given it.
@@ -84,7 +78,7 @@ def test_vector_context_reaches_every_conditioner(family):
 def test_class_labels_reach_every_conditioner_and_the_prior(family):
     keras.utils.set_random_seed(2)
     model = IMAGE_BUILDERS[family](num_classes=K)
-    _randomize(model, scale=0.05)
+    move_off_init(model.trainable_variables, 0.05)
     x, labels = _pixels(), np.array([0, 1, 2, 1])
     _assert_context_reaches_every_conditioner(model, x, labels)
     if family == "glow":
@@ -111,7 +105,7 @@ def test_class_labels_reach_every_conditioner_and_the_prior(family):
 def test_one_context_applies_to_the_whole_batch():
     keras.utils.set_random_seed(3)
     model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.1)
     x, context = _vectors()
     one = context[0]
     np.testing.assert_allclose(model.log_prob(x, context=one),
@@ -215,7 +209,7 @@ def test_conditional_export_takes_the_context_in_every_signature(kind, tmp_path)
     else:
         model = VECTOR_BUILDERS["maf"](context_shape=(K,))
         x, context = _vectors(4)
-    _randomize(model, scale=0.05)
+    move_off_init(model.trainable_variables, 0.05)
     path = tfp_flows.export_saved_model(model, tmp_path / "1")
     served = tf.saved_model.load(path).signatures
     for name in ("log_prob", "sample", "encode", "decode"):
@@ -244,7 +238,8 @@ def test_a_nan_or_inf_context_gives_nan_like_a_nan_x(family):
     """The conditioners' ReLUs turned a NaN context into numbers: finite densities, latents
     and samples for a context that has none."""
     model = CONTEXT_BUILDERS[family](context_shape=(K,))
-    _randomize(model)  # the conditioners start at zero, where a context changes nothing
+    # The conditioners start at zero, where a context changes nothing.
+    move_off_init(model.trainable_variables, 0.1)
     x = _pixels(4) if family.startswith("image") else _vectors(4)[0]
     context = _vectors(4)[1]
     context[0, 0], context[1, 2], context[2, 1] = np.nan, np.inf, -np.inf
@@ -270,7 +265,7 @@ def test_a_nan_or_inf_context_gives_nan_like_a_nan_x(family):
 
 def test_a_context_too_large_for_float32_gives_minus_inf_not_nan():
     model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
-    _randomize(model, scale=1.0)
+    move_off_init(model.trainable_variables, 1.0)
     x, context = _vectors(2)
     context[0] = 1e30
     log_prob = model.log_prob(x, context).numpy()
@@ -355,7 +350,7 @@ def test_one_label_for_a_whole_batch_in_fit_and_evaluate():
 
 def test_exported_signatures_give_nan_for_a_nan_context(tmp_path):
     model = VECTOR_BUILDERS["realnvp"](context_shape=(K,))
-    _randomize(model)
+    move_off_init(model.trainable_variables, 0.1)
     x, context = _vectors(3)
     context[0, 1] = np.nan
     served = tf.saved_model.load(tfp_flows.export_saved_model(model, tmp_path / "1")).signatures

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 
 import tfp_flows
 
@@ -52,14 +53,6 @@ LOADER = textwrap.dedent("""
 """)
 
 
-def _randomize(model, seed=0):
-    """Moves every trainable weight off its initial value, so no coupling is the identity."""
-    rng = np.random.default_rng(seed)
-    for variable in model.trainable_variables:
-        value = variable.numpy()
-        variable.assign(value + 0.05 * rng.standard_normal(value.shape).astype(value.dtype))
-
-
 def _data(model, n=5, seed=0):
     rng = np.random.default_rng(seed)
     shape = (n, *model.event_shape)
@@ -84,7 +77,7 @@ def exported(tmp_path_factory):
         model = build()
         x = _data(model)
         model.initialize_from_data(x)
-        _randomize(model)
+        move_off_init(model.trainable_variables, 0.05)
         path = root / name / "1"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

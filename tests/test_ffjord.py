@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 
 import tfp_flows
 
@@ -21,10 +22,7 @@ def _model(seed=0, **kwargs):
     """A tiny FFJORD on 2-D vectors with its weights moved off their initial values."""
     keras.utils.set_random_seed(seed)
     model = tfp_flows.ffjord((2,), **{"hidden": 8, "num_hidden": 2, **kwargs})
-    rng = np.random.default_rng(seed)
-    for variable in model.trainable_variables:
-        value = variable.numpy()
-        variable.assign(value + 0.5 * rng.standard_normal(value.shape).astype("float32"))
+    move_off_init(model.trainable_variables, 0.5, seed=seed)
     return model
 
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from jacobians import brute_force_log_prob
+from exactness import brute_force_log_prob, move_off_init
 
 import tfp_flows
 from tfp_flows import FlowModel
@@ -55,20 +55,12 @@ CASES = {
 }
 
 
-def _randomize(model: FlowModel, seed: int = 0) -> None:
-    """Moves every trainable weight off its initial value, so no coupling is the identity."""
-    rng = np.random.default_rng(seed)
-    for variable in model.trainable_variables:
-        value = variable.numpy()
-        variable.assign(value + 0.1 * rng.standard_normal(value.shape).astype(value.dtype))
-
-
 def _pair(name, precision):
     """A float32 model with randomised weights and the same weights under `precision`."""
     build, data = CASES[name]
     keras.utils.set_random_seed(0)
     reference = build("float32")
-    _randomize(reference)
+    move_off_init(reference.trainable_variables, 0.1)
     low = build(precision)
     low.set_weights(reference.get_weights())
     return reference, low, data()

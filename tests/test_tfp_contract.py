@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 from tensorflow_probability import distributions as tfd
 
 import tfp_flows
@@ -46,10 +47,7 @@ JOINT_IDS = [f"{name}-{'image' if len(shape) == 3 else 'vector'}" for name, shap
 def _model(name: str, shape: tuple, conditional: bool = False) -> tfp_flows.FlowModel:
     keras.utils.set_random_seed(0)
     model = FAMILIES[name](shape, **({"context_shape": (K,)} if conditional else {}))
-    rng = np.random.default_rng(1)
-    for variable in model.trainable_variables:
-        value = variable.numpy()
-        variable.assign(value + 0.2 * rng.standard_normal(value.shape).astype(value.dtype))
+    move_off_init(model.trainable_variables, 0.2, seed=1)
     return model
 
 

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 
 import tfp_flows
 from tfp_flows import datasets, dequantizers
@@ -25,12 +26,6 @@ BUILDERS = {
 
 def pixels(n=6, seed=0):
     return np.random.default_rng(seed).integers(0, LEVELS, (n, *SHAPE)).astype("float32")
-
-
-def move_off_init(variables, scale, seed=0):
-    rng = np.random.default_rng(seed)
-    for v in variables:
-        v.assign(v.numpy() + scale * rng.standard_normal(v.shape).astype("float32"))
 
 
 def variational(family="glow", scale=0.1):

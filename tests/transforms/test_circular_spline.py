@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from exactness import move_off_init
 
 import tfp_flows
 from tfp_flows import transforms
@@ -100,10 +101,7 @@ def _torus_model(**kwargs):
     keras.utils.set_random_seed(2)
     model = tfp_flows.realnvp((2,), num_couplings=4, hidden=8, transform="circular_spline",
                               **kwargs)
-    rng = np.random.default_rng(0)
-    for variable in model.trainable_variables:  # off the identity the conditioners start at
-        value = variable.numpy()
-        variable.assign(value + 0.3 * rng.standard_normal(value.shape).astype(value.dtype))
+    move_off_init(model.trainable_variables, 0.3)  # off the identity the conditioners start at
     return model
 
 

@@ -69,9 +69,8 @@ def _upgraded(stored: dict) -> dict:
     `levels`, and trained unconditional flows with the affine transform (the default of every
     family that offers a choice). An argument the family declares now and the file lacks was
     not a setting then: the run trained with its default. Runs before --precision trained in
-    float32. The flows that see images as
-    vectors (MAF, IAF) were given flattened images by the command; they flatten them
-    themselves now, so the identity names the image shape.
+    float32. The flows that see images as vectors (MAF, IAF) were given flattened images by
+    the command; they flatten them themselves now, so the identity names the image shape.
     """
     model = dict(stored.get("model", {}))
     stored = {"precision": "float32", **stored}

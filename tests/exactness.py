@@ -1,7 +1,18 @@
-"""The brute-force density the exactness tests compare a flow's log_prob with."""
+"""What the exactness tests share: weights moved off their initial values (the conditioners
+start at zero, where every coupling is the identity), and the brute-force density a flow's
+log_prob is compared with."""
 
 import numpy as np
 import tensorflow as tf
+
+
+def move_off_init(variables, scale: float, seed=0) -> None:
+    """Adds `scale` x standard normal noise to each of `variables`, drawn from
+    `np.random.default_rng(seed)` (`seed` may be a Generator, which then goes on being used)."""
+    rng = np.random.default_rng(seed)
+    for variable in variables:
+        value = variable.numpy()
+        variable.assign(value + scale * rng.standard_normal(value.shape).astype(value.dtype))
 
 
 def brute_force_log_prob(model, x):
