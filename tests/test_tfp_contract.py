@@ -178,4 +178,6 @@ def test_the_bijector_alone_lists_the_variables_and_has_a_dtype(name, shape):
         loss = -tf.reduce_mean(own.log_prob(x))
     gradients = tape.gradient(loss, variables)
     assert all(g is not None for g in gradients)
-    np.testing.assert_allclose(own.log_prob(x), model.log_prob(x), rtol=1e-5, atol=1e-5)
+    # Eager against compiled: float32 summation order differs (a spline's bin widths and
+    # derivatives pass it on; 6e-5 seen on an NSF image), so the file's usual 1e-4.
+    np.testing.assert_allclose(own.log_prob(x), model.log_prob(x), rtol=1e-4, atol=1e-4)
