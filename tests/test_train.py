@@ -18,6 +18,7 @@ import synthetic_tfds
 import tfp_flows
 from tfp_flows.training import Checkpoint, ConfigError, TrainConfig, TrainingError, run
 from tfp_flows.training.callbacks import BestModel, NonFiniteCheck, Patience
+from tfp_flows.training.evaluation import IMPORTANCE_SAMPLES
 
 TOY = {"flow": "realnvp", "dataset": "two_moons", "num_examples": 1000, "hidden": 8,
        "num_couplings": 2, "epochs": 2, "checkpoint_steps": 0, "verbose": 0}
@@ -213,6 +214,11 @@ def test_image_run_writes_a_sample_grid(tmp_path, flow):
     ({"dataset": "digits", "flow": "glow", "num_couplings": None, "levels": 1, "num_scales": 1},
      "--levels is the deprecated name of --num_scales"),
     ({"epochs": 0}, "--epochs must be a positive integer"),
+    ({"dequantization": "gaussian"},
+     "--dequantization must be uniform, a registered dequantizer (variational"),
+    ({"dequantization": "variational"}, "--dequantization=variational learns the noise of "
+                                        "discrete pixels, so it needs images with pixel levels; "
+                                        "two_moons holds vectors: use --dequantization=uniform"),
 ])
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, change, fragment):
     output_dir = tmp_path / "run"
@@ -612,6 +618,66 @@ def test_a_run_killed_at_any_point_ends_as_the_run_never_killed(tmp_path):
     assert metrics["resumed_from_epoch"] == EPOCHS and metrics["resumed_from_step"] == 0
     np.testing.assert_allclose(metrics["test"]["nll_nats"], expected["test"]["nll_nats"],
                                rtol=1e-5)
+
+
+VARIATIONAL = {**DIGITS, **SIZES["glow"], "flow": "glow", "dequantization": "variational",
+               "checkpoint_steps": 4, "temperatures": (1.0,)}
+
+
+def test_a_variational_run_reports_its_bound_and_resumes_as_the_run_never_stopped(
+        tmp_path, monkeypatch):
+    whole = run({**VARIATIONAL, "output_dir": str(tmp_path / "whole")})
+    assert _finite(whole) and whole["nll_estimate"].startswith("the variational bound")
+    weighted = whole["test_importance_weighted"]
+    assert weighted["num_samples"] == IMPORTANCE_SAMPLES
+    assert weighted["bits_per_dim"] < whole["test"]["bits_per_dim"]  # the tighter estimate
+    dequantization = {"name": "variational", "num_couplings": 4, "hidden": 32}
+    stored = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert stored["dequantization"] == whole["dequantization"] == dequantization
+    model = keras.models.load_model(tmp_path / "whole" / "model.keras")
+    assert tfp_flows.dequantizers.serialize(model.dequantizer) == dequantization
+
+    # Stopped 4 steps into epoch 2 (of 9 steps), then resumed by the same command.
+    commit = Checkpoint._commit
+
+    def killed_after_epoch_2_step_4(self):
+        commit(self)
+        if (self.epoch, self.step) == (1, 4):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "_commit", killed_after_epoch_2_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run({**VARIATIONAL, "output_dir": str(tmp_path / "resumed")})
+    monkeypatch.undo()
+    resumed = run({**VARIATIONAL, "output_dir": str(tmp_path / "resumed")})
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (1, 4)
+    final, reference = (json.loads((tmp_path / d / "backup" / "state.json").read_text())
+                        for d in ("resumed", "whole"))
+    assert final["iterations"] == reference["iterations"] == 18
+    for got, want in zip(final["history"], reference["history"], strict=True):
+        np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=1e-5)
+    got, want = (_h5_arrays(_weights(tmp_path / d)) for d in ("resumed", "whole"))
+    for name, value in want.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    for key in ("test", "test_importance_weighted"):
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-5)
+
+    with pytest.raises(ConfigError, match=r"holds a different model \(dequantization "
+                                          r"\{'name': 'variational', .*\} -> uniform\)"):
+        run({**VARIATIONAL, "dequantization": "uniform", "output_dir": str(tmp_path / "whole")})
+
+
+def test_a_run_from_before_the_dequantization_flag_is_uniform(toy_run, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(toy_run[0], output_dir)
+    path = output_dir / "config.json"
+    stored = json.loads(path.read_text())
+    assert stored["dequantization"] == "uniform" and "dequantization" not in stored["training"]
+    del stored["dequantization"]
+    path.write_text(json.dumps(stored))
+    metrics = run({**TOY, "output_dir": str(output_dir)})
+    assert metrics["resumed_from_epoch"] == 2 and metrics["dequantization"] == "uniform"
+    assert json.loads(path.read_text())["dequantization"] == "uniform"
 
 
 def _parsed_flags(*argv):

@@ -162,6 +162,8 @@ def test_saved_model_round_trip(tmp_path):
         model.importance_weighted_log_prob(x, num_samples=3, seed=9).numpy(), rtol=1e-6)
     bound = signatures["log_prob"](x=tf.constant(x))["log_prob"].numpy()
     assert bound.shape == (6,) and np.all(np.isfinite(bound))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expects integer pixel values"):
+        signatures["log_prob"](x=tf.constant(x + 0.5))
     with pytest.raises(tf.errors.InvalidArgumentError, match="num_samples >= 1"):
         signatures["importance_weighted_log_prob"](
             x=tf.constant(x), num_samples=tf.constant(0), seed=tf.constant(9, tf.int64))
@@ -192,10 +194,46 @@ def test_bad_importance_weighted_arguments_are_refused():
             model.importance_weighted_log_prob(pixels(), num_samples=k)
     with pytest.raises(ValueError, match="needs a model with a learned dequantizer"):
         BUILDERS["glow"]().importance_weighted_log_prob(pixels())
+    with pytest.raises(ValueError, match="dequantization_seed applies to a model with a "
+                                         "learned dequantizer; this one has uniform"):
+        BUILDERS["glow"]().compile("adam", dequantization_seed=0)
+    with pytest.raises(ValueError, match=r"dequantization_seed must be an integer .* got 1.5"):
+        model.compile("adam", dequantization_seed=1.5)
     # Integer pixels go to a variational model; a uniform one wants dequantized floats.
     assert np.all(np.isfinite(model.log_prob(pixels().astype("uint8")).numpy()))
     with pytest.raises(ValueError, match="Dequantize integer pixels first"):
         BUILDERS["glow"]().log_prob(pixels().astype("uint8"))
+
+
+NOT_PIXELS = r"{} expects integer pixel values in \[0, 17\) \(a model with a learned " \
+             r"dequantizer adds its own noise: pass the pixels, not dequantized values\); got {}"
+
+
+@pytest.mark.parametrize("shift, got", [(0.5, "0.5 among values from 0.5 to 16.5"),
+                                        (1.0, "17 among values from 1 to 17"),
+                                        (-1.0, "-1 among values from -1 to 15")])
+def test_values_that_are_not_integer_pixels_are_refused_eagerly(shift, got):
+    model = variational()
+    x = np.sort(pixels(), axis=None).reshape(pixels().shape)
+    x[0, 0, 0, 0], x[-1, -1, -1, -1] = 0, LEVELS - 1  # the values span [0, 16] exactly
+    for method in ("log_prob", "importance_weighted_log_prob"):
+        with pytest.raises(ValueError, match=NOT_PIXELS.format(method, got)):
+            getattr(model, method)(x + shift)
+    # The flow's continuous values x + u are encode's inputs.
+    assert model.encode(x + 0.5).shape == x.shape
+
+
+@pytest.mark.parametrize("family", sorted(BUILDERS))
+def test_fit_refuses_a_dataset_of_dequantized_values_in_its_graph(family):
+    # Glow refuses in its ActNorm initialisation, RealNVP in the training step.
+    model = BUILDERS[family](dequantization=DEQUANTIZER)
+    model.compile("adam")
+    before = [v.numpy() for v in model.weights]
+    data = tf.data.Dataset.from_tensor_slices(pixels(8) + 0.25).batch(4)
+    with pytest.raises(ValueError, match=NOT_PIXELS.format("fit", r"0.25 among values from")):
+        model.fit(data, epochs=1, verbose=0)
+    for got, want in zip(model.weights, before, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
 
 
 def test_load_hands_over_integer_pixels_when_asked(tmp_path):

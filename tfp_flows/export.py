@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tfp_flows import compat
 from tfp_flows.flow_model import FlowModel
+from tfp_flows.inputs import check_pixels
 
 __all__ = ["export_saved_model"]
 
@@ -69,10 +70,17 @@ def _serving_functions(model: FlowModel) -> dict:
         tensor = tf.ensure_shape(tensor, [None, *shape])
         return tensor, context_for(context, tf.shape(tensor)[0])
 
+    def density_inputs(x, context, where):
+        """The inputs of a density: for a learned dequantizer, x must be integer pixels."""
+        x, context = inputs(x, event_shape, context)
+        if model.dequantizer is not None:
+            x = check_pixels(model.flow, x, where)
+        return x, context
+
     @tf.function(autograph=False,
                  input_signature=[_event_spec(event_shape, "x"), *context_spec])
     def log_prob(x, *context):
-        log_p = computations["log_prob"](*inputs(x, event_shape, context))
+        log_p = computations["log_prob"](*density_inputs(x, context, "log_prob"))
         return {"log_prob": log_p, "bits_per_dim": model.bits_per_dim(log_p)}
 
     @tf.function(autograph=False, input_signature=[
@@ -116,7 +124,7 @@ def _serving_functions(model: FlowModel) -> dict:
                 num_samples, message="importance_weighted_log_prob expects num_samples >= 1")
             with tf.control_dependencies([check]):
                 num_samples = tf.identity(num_samples)
-            x, context = inputs(x, event_shape, context)
+            x, context = density_inputs(x, context, "importance_weighted_log_prob")
             log_p = computations["importance_weighted_log_prob"](x, num_samples, seed, context)
             return {"log_prob": log_p, "bits_per_dim": model.bits_per_dim(log_p)}
 
@@ -141,7 +149,9 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
       integer pixels [batch, *event_shape], num_samples int32 scalar K >= 1, seed int64
       scalar -> log_prob float32 [batch] (nats), bits_per_dim float32 [batch]; equal to
       `model.importance_weighted_log_prob(x, num_samples=K, seed=seed)`. Such a model's
-      `log_prob` signature is one sample of the variational bound, with fresh noise.
+      `log_prob` signature is one sample of the variational bound, with fresh noise; both
+      fail with an InvalidArgumentError on x that are not integer pixels in
+      [0, num_levels).
 
     A conditional model's signatures all take one more input, `context`: int32 class labels
     [batch] (`num_classes` models) or float32 vectors [batch, K] (`context_shape` models),

@@ -15,6 +15,10 @@ from tfp_flows import compat, dequantizers, inputs
 
 __all__ = ["FlowModel"]
 
+# What the noise of a learned dequantizer is drawn for in fit's and evaluate's steps (see
+# `FlowModel.compile`'s dequantization_seed).
+_TRAINING, _EVALUATION = 0, 1
+
 
 @keras.saving.register_keras_serializable(package="tfp_flows")
 class FlowModel(keras.Model):
@@ -29,7 +33,8 @@ class FlowModel(keras.Model):
     in [0, num_levels), and the scaling to [0, 1) (and the logit) are bijectors in the chain,
     so `log_prob` is the density of the pixel values and bits/dim is exact in 8-bit space.
     A flow with a learned dequantizer (`dequantization="variational"`, see
-    `tfp_flows.dequantizers`) takes the integer pixels instead and adds its own noise
+    `tfp_flows.dequantizers`) takes the integer pixels instead (other values are refused,
+    see `tfp_flows.inputs.check_pixels`) and adds its own noise
     u ~ q(u | x): its `log_prob`, and the `loss` and `bits_per_dim` of `fit` and `evaluate`, are
     then one-sample estimates of the variational bound log p(x + u) - log q(u | x) on the
     discrete log P(x), in the same units; `importance_weighted_log_prob` tightens it.
@@ -59,6 +64,7 @@ class FlowModel(keras.Model):
         self.flow = flow
         self.event_shape = tuple(flow.event_shape)
         self.event_size = int(np.prod(self.event_shape))
+        self._dequantization_seed = None  # see `compile`
         self._loss_tracker = keras.metrics.Mean(name="loss")
         self._bits_tracker = keras.metrics.Mean(name="bits_per_dim")
         self.data_initialized = self.add_weight(
@@ -203,9 +209,13 @@ class FlowModel(keras.Model):
         return self._importance_weighted(x, tf.constant(1, tf.int32), seed, context)
 
     def _importance_weighted(self, x, num_samples, seed, context=None):
-        """log (1/K) sum_k p(x + u_k) / q(u_k | x), u_k ~ q(. | x) keyed by `seed`."""
-        u, log_q = self.dequantizer.sample(x, num_samples, tf.bitcast(
-            tf.cast(seed, tf.int64), tf.int32))
+        """log (1/K) sum_k p(x + u_k) / q(u_k | x), u_k ~ q(. | x) keyed by the int64 `seed`."""
+        return self._weighted(x, num_samples, tf.bitcast(tf.cast(seed, tf.int64), tf.int32),
+                              context)
+
+    def _weighted(self, x, num_samples, key, context=None):
+        """`_importance_weighted` keyed by a stateless int32 `[2]` key."""
+        u, log_q = self.dequantizer.sample(x, num_samples, key)
         batch = tf.shape(x)[0]
         shape = tf.concat([[num_samples * batch], tf.shape(x)[1:]], 0)
         # Sample-major rows: sample k of image i is row k * batch + i, as are the contexts.
@@ -334,7 +344,8 @@ class FlowModel(keras.Model):
     def encode(self, x, context=None) -> tf.Tensor:
         """z = f_c^-1(x), the latent of data x."""
         return self._compiled("encode", self._encode,
-                              *inputs.check_inputs(self.flow, x, context, "encode"))
+                              *inputs.check_inputs(self.flow, x, context, "encode",
+                                                   pixels=False))
 
     def _encode(self, x, context=None):
         return self._bijector(context).inverse(x)
@@ -415,7 +426,7 @@ class FlowModel(keras.Model):
              "data. No weights were changed."])
         with tf.control_dependencies([valid]), tf.GradientTape() as tape:
             with self.flow.training_pass():
-                log_prob = self._log_prob(x, context)
+                log_prob = self._step_log_prob(x, context, _TRAINING)
             loss = -tf.reduce_mean(log_prob)
             # Each replica sees 1/N of the global batch; the optimizer sums the replicas'
             # gradients, so the per-replica loss is divided by N to get the global mean.
@@ -455,8 +466,22 @@ class FlowModel(keras.Model):
     def test_step(self, data):
         """Records the NLL and bits/dim of one evaluation batch."""
         x, context = inputs.check_inputs(self.flow, *inputs.unpack(data), "evaluate")
-        self._record(self._log_prob(x, context))
+        self._record(self._step_log_prob(x, context, _EVALUATION))
         return self._step_logs()
+
+    def _step_log_prob(self, x, context, purpose: int):
+        """log p(x | context) in the steps of `fit` (purpose `_TRAINING`) and `evaluate`
+        (`_EVALUATION`): `_log_prob`, but with a `dequantization_seed` (see `compile`) the
+        noise of a learned dequantizer is keyed by the seed, the purpose, the optimizer's
+        iteration count and the replica."""
+        if self._dequantization_seed is None:
+            return self._log_prob(x, context)
+        key = tf.random.experimental.stateless_fold_in(
+            tf.constant([self._dequantization_seed, purpose], tf.int64),
+            self.optimizer.iterations)
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int32))
+        return self._weighted(x, tf.constant(1, tf.int32), key, context)
 
     def _step_logs(self):
         logs = {m.name: m.result() for m in self.metrics}
@@ -475,7 +500,8 @@ class FlowModel(keras.Model):
             x, context = inputs.unpack(tuple(x))  # predict((x, context)) arrives as one input
         return self._log_prob(*inputs.check_inputs(self.flow, x, context, "predict"))
 
-    def compile(self, optimizer="adam", loss=None, jit_compile=False, **kwargs):
+    def compile(self, optimizer="adam", loss=None, jit_compile=False, dequantization_seed=None,
+                **kwargs):
         """Keras `compile`; the loss is the flow's NLL, so no `loss` argument is taken.
 
         `jit_compile` defaults to False rather than Keras' "auto" (XLA whenever a GPU is
@@ -488,10 +514,31 @@ class FlowModel(keras.Model):
         that small float16 gradients of the conditioners do not flush to zero; a step whose
         scaled gradients overflow is skipped and the scale lowered. bfloat16 has float32's
         exponent range and needs none.
+
+        `dequantization_seed` (an int; a model with a learned dequantizer only) makes the
+        noise u ~ q(u | x) of `fit` and `evaluate` reproducible: a function of the seed and
+        the optimizer's iteration count (and the replica), instead of fresh noise at each step.
+        A run restored from a checkpoint (weights and optimizer) then draws, step for step,
+        the noise of a run never stopped, as the training command needs; every batch of one
+        `evaluate` pass draws with the same key (each image's noise still from its own q(u | x)).
+        `log_prob`, `predict` and `importance_weighted_log_prob` keep their own noise.
         """
         if loss is not None:
             raise ValueError("FlowModel trains on its own negative log-likelihood; "
                              f"compile takes no `loss` argument, got loss={loss!r}.")
+        if dequantization_seed is not None:
+            if self.dequantizer is None:
+                raise ValueError(
+                    "dequantization_seed applies to a model with a learned dequantizer; this "
+                    "one has uniform dequantization, whose noise the data pipeline draws "
+                    "(seeded by tfp_flows.datasets.load).")
+            if isinstance(dequantization_seed, bool) or not isinstance(
+                    dequantization_seed, numbers.Integral) or not (
+                    -(2**63) <= dequantization_seed < 2**63):
+                raise ValueError(f"dequantization_seed must be an integer in [-2**63, 2**63) or "
+                                 f"None, got {dequantization_seed!r}.")
+            dequantization_seed = int(dequantization_seed)
+        self._dequantization_seed = dequantization_seed
         if getattr(self.flow, "precision", "float32") == "float16":
             optimizer = keras.optimizers.get(optimizer)
             if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
@@ -580,14 +627,18 @@ class FlowModel(keras.Model):
         before = [v.numpy() for v in self.weights]
         try:
             tf.function(lambda b: strategy.run(replica_init, args=b))(batch)
-        except tf.errors.InvalidArgumentError:
+        except tf.errors.InvalidArgumentError as error:
             for variable, value in zip(self.weights, before, strict=True):
                 variable.assign(value)
+            unchanged = "No weights were changed and the model is still uninitialised."
+            refusal = inputs.refusal_message(error) or ""
+            if refusal.startswith(f"fit {inputs.NOT_PIXELS}"):
+                raise ValueError(f"{refusal}. {unchanged}") from None
             raise ValueError(
-                "fit: the first batch is empty or holds NaN or Inf values (or class labels out "
-                "of range, or values so large that their statistics overflow float32), so "
-                "ActNorm's data-dependent initialisation cannot use it; clean the data. No "
-                "weights were changed and the model is still uninitialised.") from None
+                f"fit: the first batch is empty or holds NaN or Inf values (or class labels out "
+                f"of range, or values so large that their statistics overflow float32), so "
+                f"ActNorm's data-dependent initialisation cannot use it; clean the data. "
+                f"{unchanged}") from None
 
     # -------------------------------------------------------------------------- serialising
 

@@ -23,11 +23,13 @@ import tensorflow as tf
 from tensorflow_probability import bijectors as tfb
 
 __all__ = ["Refused", "UndefinedWhere", "array_like", "check_arrays", "check_context",
-           "check_inputs", "check_latent", "check_sample_args", "check_x", "context_description",
-           "describe_shape", "refusals_as_value_errors", "require_examples", "unpack",
-           "valid_batch", "valid_context"]
+           "check_inputs", "check_latent", "check_pixels", "check_sample_args", "check_x",
+           "context_description", "describe_shape", "refusal_message", "refusals_as_value_errors",
+           "require_examples", "unpack", "valid_batch", "valid_context"]
 
 INT32_MAX = int(np.iinfo(np.int32).max)
+# How the refusal of inputs that are not integer pixels starts, after the method's name.
+NOT_PIXELS = "expects integer pixel values in"
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -86,6 +88,13 @@ class Refused(ValueError, tf.errors.InvalidArgumentError):
         tf.errors.InvalidArgumentError.__init__(self, None, None, message)
 
 
+def refusal_message(error: tf.errors.InvalidArgumentError) -> str | None:
+    """The message of the failed `tf.debugging.Assert` behind `error`, its items joined by
+    spaces; None when `error` is no failed assertion."""
+    found = re.search(r"assertion failed: \[(.*?)\]\n", error.message + "\n")
+    return None if found is None else found.group(1).replace("] [", " ")
+
+
 @contextlib.contextmanager
 def refusals_as_value_errors():
     """Turns a failed in-graph check (`tf.debugging.Assert` in Keras' step functions) into
@@ -93,10 +102,10 @@ def refusals_as_value_errors():
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
-        found = re.search(r"assertion failed: \[(.*?)\]\n", error.message + "\n")
-        if found is None or isinstance(error, Refused):
+        message = refusal_message(error)
+        if message is None or isinstance(error, Refused):
             raise
-        raise Refused(found.group(1).replace("] [", " ")) from None
+        raise Refused(message) from None
 
 
 class UndefinedWhere(tfb.Bijector):
@@ -225,8 +234,12 @@ def check_context(flow, context, where: str, batch=None):
     return context
 
 
-def check_x(flow, x, where: str) -> tf.Tensor:
-    """`x` as a float32 tensor of shape `(batch, *flow.event_shape)`, or a ValueError."""
+def check_x(flow, x, where: str, pixels: bool = True) -> tf.Tensor:
+    """`x` as a float32 tensor of shape `(batch, *flow.event_shape)`, or a ValueError.
+
+    For a flow with a learned dequantizer, x must be integer pixels (`check_pixels`) unless
+    `pixels` is False: the values of its continuous density, x + u (`encode`).
+    """
     expected = f"(batch, {', '.join(map(str, flow.event_shape))})"
     x = array_like(x, where, f"floating-point inputs of shape {expected}")
     dtype = tf.as_dtype(x.dtype)
@@ -249,12 +262,48 @@ def check_x(flow, x, where: str) -> tf.Tensor:
             for got, want in zip(shape[1:], flow.event_shape, strict=False)):
         raise ValueError(f"{where} expects inputs of shape {expected}, "
                          f"got shape {describe_shape(shape)}.")
+    if pixels and getattr(flow, "dequantizer", None) is not None:
+        x = check_pixels(flow, x, where)
     return x
 
 
-def check_inputs(flow, x, context, where: str):
+def _pixels_expected(flow, where: str) -> str:
+    return (f"{where} {NOT_PIXELS} [0, {flow.num_levels}) (a model with a "
+            f"learned dequantizer adds its own noise: pass the pixels, not dequantized "
+            f"values); got")
+
+
+def check_pixels(flow, x: tf.Tensor, where: str) -> tf.Tensor:
+    """`x` (float32) once its finite values are checked to be integers in [0, num_levels), the
+    pixels that a flow with a learned dequantizer takes.
+
+    Checked eagerly (a ValueError) or, inside a graph, by a `tf.debugging.Assert` that the
+    result depends on (an InvalidArgumentError; `refusals_as_value_errors` makes it a
+    ValueError), which XLA drops: under `jit_compile` such inputs are not refused. NaN and
+    Inf are left to the rules of every model (a NaN density; `fit` refuses the batch).
+    """
+    finite = tf.math.is_finite(x)
+    valid = ~finite | ((x == tf.round(x)) & (x >= 0.0) & (x < float(flow.num_levels)))
+    if tf.executing_eagerly():
+        values = x.numpy()
+        bad = values[~valid.numpy()]
+        if bad.size:
+            seen = values[finite.numpy()]
+            raise ValueError(f"{_pixels_expected(flow, where)} {bad.min():g} among values "
+                             f"from {seen.min():g} to {seen.max():g}.")
+        return x
+    # Reductions only: no dynamic shapes in a graph that XLA may compile.
+    check = tf.debugging.Assert(tf.reduce_all(valid), [
+        _pixels_expected(flow, where), tf.reduce_min(tf.where(valid, np.inf, x)),
+        "among values from", tf.reduce_min(tf.where(finite, x, np.inf)), "to",
+        tf.reduce_max(tf.where(finite, x, -np.inf))])
+    with tf.control_dependencies([check]):
+        return tf.identity(x)
+
+
+def check_inputs(flow, x, context, where: str, pixels: bool = True):
     """`(check_x(...), check_context(...))`, the context paired with x's batch."""
-    x = check_x(flow, x, where)
+    x = check_x(flow, x, where, pixels)
     return x, check_context(flow, context, where, batch=x.shape[0])
 
 

@@ -9,8 +9,9 @@ writes into `--output_dir`:
     backup/              the resumable training state (weights, optimizer, epoch history)
     model.keras          the model with the best validation bits/dim so far
     logs/                TensorBoard logs
-    metrics.json         train / validation / test NLL and bits/dim, epochs and optimizer
-                         iterations, throughput, wall time
+    metrics.json         train / validation / test NLL and bits/dim (and what they are:
+                         `nll_estimate`), epochs and optimizer iterations, throughput,
+                         wall time
     training_curve.png   train and validation bits/dim per epoch
     samples.png          images: test images beside 8 x 8 samples per temperature (with
                          --conditional a row of 8 per class)
@@ -33,12 +34,16 @@ config.json or best model stops the command with a one-line error, as bad input 
 
 The families and their size flags come from `tfp_flows.FAMILIES`. `--conditional` trains
 p(x | label) on the dataset's class labels (the mixture components of the 2-D toys).
+`--dequantization=variational` (or a dequantizer a plugin registers) trains a learned
+dequantizer q(u | x) with an image flow, on the integer pixels; its bits/dim are then the
+variational bound, and metrics.json adds the importance-weighted estimate on the test split
+(see `tfp_flows.dequantizers`).
 
 `--plugin=module` (repeatable) imports a module of your own before the flags are checked, so
-the families, transforms and data sources it registers work with `--flow`, `--transform` and
-`--dataset`; a family's arguments without a flag of their own go in
-`--flow_args=name=value,...`. The run directory remembers its plugins: a rerun imports them
-again.
+the families, transforms, data sources and dequantizers it registers work with `--flow`,
+`--transform`, `--dataset` and `--dequantization`; a family's arguments without a flag of
+their own go in `--flow_args=name=value,...`. The run directory remembers its plugins: a rerun
+imports them again.
 
 Examples:
 
@@ -46,6 +51,8 @@ Examples:
         --learning_rate=3e-3 --epochs=20 --output_dir=runs/two_moons
     python -m tfp_flows.train --flow=glow --dataset=digits --num_scales=2 --depth=4 \
         --hidden=64 --learning_rate=3e-3 --epochs=20 --output_dir=runs/glow_digits
+    python -m tfp_flows.train --flow=glow --dataset=digits --num_scales=2 --depth=4 \
+        --hidden=64 --dequantization=variational --output_dir=runs/glow_digits_variational
     python -m tfp_flows.train --flow=realnvp --dataset=eight_gaussians --conditional \
         --output_dir=runs/conditional_eight_gaussians
     python -m tfp_flows.train --flow=glow --dataset=celeb_a --crop=148 --image_size=64 \
@@ -69,6 +76,7 @@ from typing import NoReturn
 from absl import app, flags
 
 from tfp_flows import datasets
+from tfp_flows.dequantizers import DEQUANTIZERS, UNIFORM
 from tfp_flows.families import FAMILIES, PRECISION
 from tfp_flows.training import STRATEGIES, Checkpoint, ConfigError, TrainConfig, TrainingError, run
 from tfp_flows.training.config import family_flags, flag_name, renamed
@@ -83,8 +91,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     d = TrainConfig()
     flags.DEFINE_multi_string("plugin", list(d.plugins),
                               "A module to import first (repeatable), for the families, "
-                              "transforms and data sources it registers; a rerun also imports "
-                              "those the run was trained with.", flag_values=flag_values)
+                              "transforms, data sources and dequantizers it registers; a rerun "
+                              "also imports those the run was trained with.",
+                              flag_values=flag_values)
     flags.DEFINE_string("flow", d.flow, f"Flow family: {', '.join(FAMILIES)}, or one a "
                         f"--plugin adds.", flag_values=flag_values)
     flags.DEFINE_string("dataset", d.dataset,
@@ -110,6 +119,12 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                          "Learn p(x | class label) on the dataset's labels (the mixture "
                          "components of the 2-D toys).", flag_values=flag_values)
     flags.DEFINE_string("precision", d.precision, PRECISION.help, flag_values=flag_values)
+    flags.DEFINE_string("dequantization", d.dequantization,
+                        f"Images: {UNIFORM} (the data pipeline adds uniform noise), "
+                        f"{', '.join(DEQUANTIZERS.names())} (a learned noise q(u | x), trained "
+                        f"with the flow, which then takes the integer pixels; see "
+                        f"tfp_flows.dequantizers), or a dequantizer a --plugin registers.",
+                        flag_values=flag_values)
     flags.DEFINE_integer("patience", d.patience,
                          "Stop after this many epochs without a better validation bits/dim "
                          "(0: never); the best weights are kept.", flag_values=flag_values)

@@ -20,6 +20,7 @@ import numpy as np
 from absl import flags
 
 from tfp_flows import transforms
+from tfp_flows.dequantizers import DEQUANTIZERS, UNIFORM
 from tfp_flows.families import FAMILIES, PRECISION, TRANSFORM_ARGUMENTS, Flow
 from tfp_flows.training.errors import ConfigError
 
@@ -45,8 +46,10 @@ class TrainConfig:
     without a flag of their own (a plugin family's); a string value is read as the type the
     family declares (`tfp_flows.Argument`).
     `plugins` (the repeatable `--plugin`) names modules imported before the settings are
-    checked. `precision` is the family's `precision=` (float32, bfloat16 or float16), part of
-    the run's identity. `verbose` (the Keras progress bar: 1, or 0 for none) has no flag.
+    checked. `precision` is the family's `precision=` (float32, bfloat16 or float16), and
+    `dequantization` its `dequantization=` ("uniform", "variational" or another registered
+    dequantizer's name; see `tfp_flows.dequantizers`), both part of the run's identity.
+    `verbose` (the Keras progress bar: 1, or 0 for none) has no flag.
     """
 
     flow: str = "realnvp"
@@ -71,6 +74,7 @@ class TrainConfig:
     flow_args: dict[str, bool | int | float | str] = dataclasses.field(default_factory=dict)
     conditional: bool = False
     precision: str = "float32"
+    dequantization: str = UNIFORM
     patience: int = 10
     strategy: str = "default"
     jit_compile: bool = False
@@ -261,6 +265,10 @@ def validated(config: TrainConfig) -> TrainConfig:
     if config.precision not in PRECISION.choices:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISION.choices)}, got "
                           f"{config.precision!r}")
+    if config.dequantization != UNIFORM and config.dequantization not in DEQUANTIZERS:
+        raise ConfigError(f"--dequantization must be {UNIFORM}, a registered dequantizer "
+                          f"({', '.join(DEQUANTIZERS.names())}) or one a --plugin registers; "
+                          f"got {config.dequantization!r}")
     if not 1 <= config.num_bits <= 8:
         raise ConfigError(f"--num_bits must be in 1..8 (2**num_bits pixel levels), got "
                           f"{config.num_bits}")

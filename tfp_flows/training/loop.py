@@ -29,7 +29,7 @@ from tfp_flows.training.config import (
 )
 from tfp_flows.training.data import load_splits
 from tfp_flows.training.errors import ConfigError, TrainingError
-from tfp_flows.training.evaluation import evaluator
+from tfp_flows.training.evaluation import IMPORTANCE_SAMPLES, SPLITS, estimate, evaluator
 from tfp_flows.training.figures import write_figures
 from tfp_flows.training.files import write_json_atomically
 from tfp_flows.training.kill_points import kill_point
@@ -69,8 +69,10 @@ def run(config: TrainConfig | Mapping) -> dict:
     splits, image_shape = load_splits(config, strategy)
     with strategy.scope():
         model = _build_model(config, splits)
+        # A learned dequantizer's noise keyed by the seed and the step, as the pipeline's is.
+        seeded = {} if model.dequantizer is None else {"dequantization_seed": config.seed}
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      jit_compile=config.jit_compile)
+                      jit_compile=config.jit_compile, **seeded)
     # Only the chief writes, so only it locks; the other workers of a multi-worker run compute
     # the same things.
     chief = strategy.extended.should_checkpoint
@@ -95,7 +97,7 @@ def _build_model(config: TrainConfig, splits) -> FlowModel:
     try:
         return FlowModel(family(config.flow)(
             splits.event_shape, num_levels=splits.num_levels, num_classes=num_classes,
-            precision=config.precision, **given))
+            precision=config.precision, dequantization=config.dequantization, **given))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -154,19 +156,26 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
     state = checkpoint.state
     if os.path.exists(best_model_path):
         checkpoint.load_best()
-    evaluate = evaluator(model, strategy)
+    evaluate = evaluator(model, strategy, config.seed)
     scores = {}
-    for split in ("train", "validation", "test"):
-        scores[split] = evaluate(getattr(splits, split))
+    for split in SPLITS:
+        scores[split] = evaluate(getattr(splits, split), split)
         kill_point("evaluation")
     broken = [split for split, score in scores.items() if not math.isfinite(score["nll_nats"])]
     if broken:
         raise TrainingError(f"the best model's NLL on the {' and '.join(broken)} data is not "
                             f"finite; check those data for NaN or Inf values")
+    if model.dequantizer is not None:
+        # The tighter estimate of the test NLL, at K times the cost of the bound.
+        scores["test_importance_weighted"] = {
+            "num_samples": IMPORTANCE_SAMPLES,
+            **evaluate(splits.test, "test", IMPORTANCE_SAMPLES)}
     metrics = {
         "flow": config.flow, "dataset": config.dataset,
         "event_shape": list(image_shape or splits.event_shape), "num_levels": splits.num_levels,
         "num_classes": model.flow.num_classes,
+        "dequantization": identity["dequantization"],
+        "nll_estimate": estimate(model, splits.num_levels),
         **scores,
         "train_evaluation": "the best weights over one pass of the training split, with "
                             "fresh dequantization noise as in training",
@@ -188,8 +197,12 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy, chief: bool, s
                                   image_shape, config.temperatures, config.seed)]
         metrics["wall_time_s"] = time.perf_counter() - start
         write_json_atomically(os.path.join(out, "metrics.json"), metrics)
+        weighted = metrics.get("test_importance_weighted")
+        bound = "" if weighted is None else (
+            f" (the variational bound; importance-weighted with K={weighted['num_samples']}: "
+            f"{weighted['bits_per_dim']:.4f})")
         print(f"test: {metrics['test']['nll_nats']:.4f} nats, "
-              f"{metrics['test']['bits_per_dim']:.4f} bits/dim (best epoch "
+              f"{metrics['test']['bits_per_dim']:.4f} bits/dim{bound} (best epoch "
               f"{state['best_epoch']} of {len(state['history'])}); "
               f"{metrics['wall_time_s']:.0f} s")
         print(f"outputs in {out}: {', '.join(written)} "

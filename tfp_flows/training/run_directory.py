@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 
+from tfp_flows import dequantizers
 from tfp_flows.families import FAMILIES
 from tfp_flows.flow_model import FlowModel
 from tfp_flows.training.config import TrainConfig, family_args
@@ -20,7 +21,7 @@ __all__ = ["RUN_SETTINGS", "SETTINGS_NAME", "check_output_dir", "identity", "rea
 SETTINGS_NAME = "config.json"
 # The config.json entries that define the model and its data; a run directory holds one model.
 _IDENTITY_KEYS = ("flow", "dataset", "seed", "num_examples", "event_shape", "num_levels",
-                  "crop", "conditional", "precision", "model")
+                  "crop", "conditional", "precision", "dequantization", "model")
 # The training settings that change what a run trains (its batches, its updates, when it
 # stops): a rerun that changes one is refused unless --allow_changes. The others (more epochs,
 # the strategy, XLA, how often it commits, the figures, the plugins) may change between the
@@ -46,6 +47,8 @@ def identity(config: TrainConfig, splits, model: FlowModel) -> dict:
             "num_examples": config.num_examples, "event_shape": list(splits.event_shape),
             "num_levels": splits.num_levels, "crop": config.crop,
             "conditional": config.conditional, "precision": model.flow.precision,
+            # The dequantizer with its options ("uniform" for the pipeline's noise).
+            "dequantization": dequantizers.serialize(model.dequantizer),
             "model": {name: flow.get(name) for name in takes}}
 
 
@@ -71,9 +74,10 @@ def _upgraded(stored: dict) -> dict:
     not a setting then: the run trained with its default. Runs before --precision trained in
     float32. The flows that see images as vectors (MAF, IAF) were given flattened images by
     the command; they flatten them themselves now, so the identity names the image shape.
+    Runs before --dequantization had the pipeline's uniform noise.
     """
     model = dict(stored.get("model", {}))
-    stored = {"precision": "float32", **stored}
+    stored = {"precision": "float32", "dequantization": dequantizers.UNIFORM, **stored}
     if "conditional" not in stored:
         stored = {**stored, "conditional": False}
         if "levels" in model:
@@ -128,7 +132,10 @@ def check_output_dir(output_dir: str, identity_: dict, chief: bool) -> dict | No
         for key in _IDENTITY_KEYS:
             old, new = stored.get(key), identity_[key]
             if isinstance(old, dict) and isinstance(new, dict):
-                differences += [f"{k} {old.get(k)} -> {new.get(k)}"
+                # The model's arguments by their flags' names; others (a dequantizer's
+                # options) under their entry's.
+                prefix = "" if key == "model" else f"{key} "
+                differences += [f"{prefix}{k} {old.get(k)} -> {new.get(k)}"
                                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             elif old != new and not (key == "event_shape"
                                      and _same_events(identity_["flow"], old, new)):
