@@ -164,6 +164,7 @@ def test_base_weights_are_model_weights_and_distribution_variables(name):
 
 
 @pytest.mark.parametrize("name", list(BASES))
+@pytest.mark.kernel_independent
 def test_keras_file_reloads_with_the_same_log_prob(name, tmp_path):
     model = _model(name)
     move_off_init(model.trainable_variables, 0.3)
@@ -197,6 +198,7 @@ LOADER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.kernel_independent
 def test_export_loads_without_tfp_and_gives_the_same_log_prob(tmp_path):
     models = {}
     for name in BASES:
@@ -284,6 +286,7 @@ def test_conditional_glow_prior_is_per_channel_of_the_top_latent():
     np.testing.assert_array_equal(where >= 0, marker > 0)
 
 
+@pytest.mark.kernel_independent
 def test_old_configs_without_a_base_load_as_before():
     realnvp = tfp_flows.RealNVP((4,), num_couplings=2, hidden=8)
     config = realnvp.get_config()

@@ -183,6 +183,7 @@ def test_class_labels_are_checked(labels, message):
         model.log_prob(_pixels(), context=labels)
 
 
+@pytest.mark.kernel_independent
 def test_conditional_model_round_trips_through_keras_save(tmp_path):
     keras.utils.set_random_seed(5)
     model = IMAGE_BUILDERS["glow"](num_classes=K)
@@ -200,6 +201,7 @@ def test_conditional_model_round_trips_through_keras_save(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["labels", "vectors"])
+@pytest.mark.kernel_independent
 def test_conditional_export_takes_the_context_in_every_signature(kind, tmp_path):
     keras.utils.set_random_seed(6)
     if kind == "labels":

@@ -38,6 +38,7 @@ def trained(request):
     return model, x
 
 
+@pytest.mark.kernel_independent
 def test_keras_save_and_load_round_trip(trained, tmp_path):
     model, x = trained
     path = str(tmp_path / "m.keras")
@@ -229,6 +230,7 @@ def test_trainable_variables_are_keras_owned_and_complete():
 
 
 @pytest.mark.parametrize("family", ["glow", "maf"])
+@pytest.mark.kernel_independent
 def test_public_methods_are_traced_once_whatever_the_arguments(family):
     """sample / log_prob / encode / decode run compiled, one trace each for 20 calls of
     varying batch size, n, temperature and seed, and give what the eager code gives."""
@@ -287,6 +289,7 @@ def test_a_float64_flow_is_refused(how):
         keras.config.set_floatx(floatx)
 
 
+@pytest.mark.kernel_independent
 def test_fit_on_a_dataset_does_not_warn_about_shuffle():
     """Keras' default shuffle=True made every fit on a dataset warn that it was ignored."""
     model = BUILDERS["realnvp"]()

@@ -680,6 +680,7 @@ NUMPY_SCALARS = (np.int8, np.int16, np.int32, np.int64, np.uint8)
 @FEW
 @given(family=st.sampled_from(sorted(SMALL)), kind=st.sampled_from(NUMPY_SCALARS),
        as_list=st.booleans(), flag=st.sampled_from([np.bool_(True), np.bool_(False)]))
+@pytest.mark.kernel_independent
 def test_builders_take_numpy_integers_and_booleans_like_python_ones(family, kind, as_list,
                                                                     flag):
     """sizes given as numpy integers, event shapes as lists and booleans as numpy booleans

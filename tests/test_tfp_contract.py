@@ -123,6 +123,7 @@ def _joints(prior, event_rank, vectorize: bool = True):
 
 @pytest.mark.parametrize("conditional", [False, True], ids=["plain", "conditional"])
 @pytest.mark.parametrize(("name", "shape"), JOINT_CASES, ids=JOINT_IDS)
+@pytest.mark.kernel_independent
 def test_a_prior_in_both_joint_distributions(name, shape, conditional):
     model = _model(name, shape, conditional)
     prior = _distribution(model, _context(0) if conditional else None)

@@ -135,6 +135,7 @@ def test_a_realnvp_on_the_torus_is_exact_and_stays_on_it():
     assert np.all(samples >= -math.pi) and np.all(samples < math.pi)
 
 
+@pytest.mark.kernel_independent
 def test_a_saved_torus_model_reloads_with_the_same_density(tmp_path):
     model = _torus_model(bins=3)
     assert model.flow.get_config()["transform"] == {"name": "circular_spline", "bins": 3,

@@ -46,6 +46,7 @@ OLD = {
 
 
 @pytest.mark.parametrize("name", sorted(OLD))
+@pytest.mark.kernel_independent
 def test_an_old_config_builds_the_same_flow(name):
     family, old, transform = OLD[name]
     keras.utils.set_random_seed(0)

@@ -113,6 +113,7 @@ def test_every_family_takes_it_by_name_with_an_exact_density(name):
 
 
 @pytest.mark.parametrize("name", ["realnvp-image", "glow-vector", "maf"])
+@pytest.mark.kernel_independent
 def test_a_saved_model_names_it_and_reloads_with_the_same_density(name, tmp_path):
     model = _model(name, transform={"name": "sinh_arcsinh", "min_tail": 0.25})
     assert model.flow.get_config()["transform"] == {"name": "sinh_arcsinh", "min_tail": 0.25}
