@@ -39,7 +39,8 @@ PORTABILITY_TESTS := tests/bijectors tests/nets tests/transforms tests/test_base
 	tests/test_conditional.py tests/test_steps.py tests/test_zoo.py::test_vector_flow_is_exact_and_invertible \
 	tests/test_zoo.py::test_image_flow_is_exact_in_pixel_space tests/test_tfp_contract.py \
 	tests/test_precision.py::test_bfloat16_density_is_exact_for_the_map_it_computes \
-	tests/test_variational_dequantization.py::test_log_q_is_exact_against_a_brute_force_jacobian
+	tests/test_variational_dequantization.py::test_log_q_is_exact_against_a_brute_force_jacobian \
+	tests/test_compat.py::test_onednn_enabled_follows_tf_enable_onednn_opts
 
 # Most of the suite's time is one Python thread (tracing, eager dispatch, a subprocess's
 # start-up), so two workers nearly halve it on two cores. Each worker takes whole files

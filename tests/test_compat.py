@@ -2,6 +2,7 @@
 library relies on, against the installed versions (checked with TF 2.21, Keras 3.15.1, TFP 0.25).
 """
 
+import os
 import types
 
 import keras
@@ -126,3 +127,10 @@ def test_keras_still_reduces_multi_worker_step_outputs_on_its_own_path():
 
     assert callable(trainer._collective_all_reduce_multi_worker)
     assert tfb.Bijector._cache is not None  # TFP still consults a class-level cache
+
+
+def test_onednn_enabled_follows_tf_enable_onednn_opts():
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting not in ("0", "1"):
+        pytest.skip("TF_ENABLE_ONEDNN_OPTS is not set (make test sets it in both passes)")
+    assert compat.onednn_enabled() is (setting == "1")

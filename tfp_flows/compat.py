@@ -15,9 +15,11 @@ from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
 from tensorflow_probability.python.internal import cache_util
 
-__all__ = ["greedy_bijector_cache", "set_untracked", "sublayers", "tf_variable", "worker_count"]
+__all__ = ["greedy_bijector_cache", "onednn_enabled", "set_untracked", "sublayers", "tf_variable",
+           "worker_count"]
 
 
 def greedy_bijector_cache(forward_name: str, inverse_name: str):
@@ -92,6 +94,21 @@ def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
             found.append(current)
             pending.extendleft(children(current))
     return found
+
+
+def onednn_enabled() -> bool:
+    """Whether this process runs TensorFlow's oneDNN CPU kernels.
+
+    TF decides once, when it loads: `TF_ENABLE_ONEDNN_OPTS=1` or `0` when set, else on for
+    CPUs with the AVX-512 extensions oneDNN targets (seen on an AMD EPYC with AVX512-BF16 as
+    on Intel Xeons) and off for others (an AVX2-only AMD EPYC). There is no public API for
+    the answer; TF's own `_pywrap_util_port.IsMklEnabled` gives it, and the machine record
+    (`tfp_flows.machine.describe`) stores it beside every measurement, since oneDNN changes
+    both speed and rounding.
+
+    Checked against TF 2.21.
+    """
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def tf_variable(variable) -> tf.Variable:

@@ -9,6 +9,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_flows import compat
+
 __all__ = ["BFLOAT16_FLAGS", "describe"]
 
 
@@ -40,7 +42,9 @@ def describe() -> dict:
     """CPU model and cores, GPUs, the load when the measurement started, platform, versions.
 
     Keys: `cpu` (model name), `cpu_bfloat16` (which of `BFLOAT16_FLAGS` the CPU has; empty:
-    bfloat16 is emulated, slower than float32), `logical_cores`, `gpus` (physical GPU device
+    bfloat16 is emulated, slower than float32), `onednn` (whether this process runs TF's oneDNN
+    kernels, `compat.onednn_enabled`; without them bfloat16 is emulated whatever the CPU),
+    `logical_cores`, `gpus` (physical GPU device
     names), `gpu` (whether there is one), `load_average_1min_at_start`, `platform`, `python`,
     `tensorflow`, `keras`, `tensorflow_probability`. `cores` and `cpu_count` repeat
     `logical_cores`, and `load_average_1min` the load, under the names the committed benchmark
@@ -51,6 +55,7 @@ def describe() -> dict:
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     flags = _cpu_flags()
     return {"cpu": _cpu_model(), "cpu_bfloat16": [f for f in BFLOAT16_FLAGS if f in flags],
+            "onednn": compat.onednn_enabled(),
             "logical_cores": cores, "cores": cores, "cpu_count": cores,
             "gpus": gpus, "gpu": bool(gpus), "load_average_1min_at_start": load,
             "load_average_1min": load, "platform": platform.platform(),
