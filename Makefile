@@ -80,9 +80,11 @@ experiments: $(STAMP) fashion-mnist
 	print(json.load(open('experiments/results/variational_dequantization.json'))['runs']\
 	['variational']['steps'])")
 	$(PY) experiments/mixture_base.py
+	$(PY) experiments/precision_log_prob.py
+	$(PY) experiments/precision_fashion_mnist.py
 
-# The CPU benchmarks whose JSONs docs/results/benchmarks.md cites, about an hour on 2 CPU
-# cores. On a machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
+# The CPU benchmarks whose JSONs the docs cite, about an hour and a half on 2 CPU cores. On a
+# machine with a GPU, `$(PY) -m benchmarks.bench --device gpu` adds the GPU rows.
 benchmark: $(STAMP)
 	$(PY) -m benchmarks.bench
 	$(PY) -m benchmarks.bench --flows glow --glow-shape 32,32,3 --glow-levels 3 --glow-depth 8 \
@@ -92,6 +94,9 @@ benchmark: $(STAMP)
 	$(PY) -m benchmarks.glow_ablations
 	$(PY) -m benchmarks.public_api
 	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.precision
+	$(PY) -m benchmarks.precision --glow-shape 32,32,3 --glow-levels 3 --glow-depth 8 \
+		--glow-hidden 256 --fit-rounds 2
 
 # The GPU checks, under 10 minutes on one GPU: the tests marked `gpu` (two logical GPUs carved
 # from one under MirroredStrategy against one device, in float32, float16 and with XLA; low

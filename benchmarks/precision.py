@@ -21,7 +21,8 @@ precisions to within the noise of a few steps).
 bfloat16 is fast only on a CPU that multiplies it in hardware: AMX (Intel Sapphire Rapids and
 later) or AVX512-BF16. The machine record's `cpu_bfloat16` lists which of them this CPU has,
 and the table says so when it has neither: there oneDNN emulates bfloat16 and it is slower
-than float32. The JSON goes to benchmarks/results/<date>-cpu-precision-<H>x<W>x<C>.json.
+than float32. The JSON goes to benchmarks/results/<date>-cpu-precision-<H>x<W>x<C>.json,
+with the feature's name added (`-avx512_bf16`, `-amx_bf16`) on a CPU that has one.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--fit-steps", type=int, default=5, help="steps per timed epoch")
     parser.add_argument("--fit-rounds", type=int, default=3, help="timed epochs per model")
-    parser.add_argument("--out", default=None, help="the JSON's path (default: "
-                        "benchmarks/results/<date>-cpu-precision-<shape>.json)")
+    parser.add_argument("--out", default=None, help="the JSON's path (default: benchmarks/"
+                        "results/<date>-cpu-precision-<shape>[-<bfloat16 feature>].json)")
     # Internal: run one cell in this process and write its rows to this path.
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cell-out", default=None, help=argparse.SUPPRESS)
@@ -162,6 +163,7 @@ def main(argv=None) -> dict:
     from tfp_flows import machine
 
     info = machine.describe()
+    del info["onednn"]  # each cell sets its own, and the table says which
     results = {}
     passed = list(argv if argv is not None else sys.argv[1:])
     for onednn, jit in CELLS:
@@ -182,7 +184,9 @@ def main(argv=None) -> dict:
     text = table(results, info, cfg, date)
     print(text)
     h, w, c = cfg.glow_shape
-    path = cfg.out or os.path.join(RESULTS_DIR, f"{date}-cpu-precision-{h}x{w}x{c}.json")
+    hardware = "".join(f"-{flag}" for flag in info["cpu_bfloat16"][:1])
+    path = cfg.out or os.path.join(RESULTS_DIR,
+                                   f"{date}-cpu-precision-{h}x{w}x{c}{hardware}.json")
     with open(path, "w") as f:
         json.dump({"config": {k: v for k, v in vars(cfg).items()
                               if not k.startswith("cell")},

@@ -12,7 +12,9 @@ the same time.
     python experiments/precision_fashion_mnist.py --quick         # a smoke test, scratch folder
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist (`make fashion-mnist`).
-Writes experiments/results/precision_fashion_mnist.json.
+Writes experiments/results/precision_fashion_mnist.json where bfloat16 is emulated, and
+precision_fashion_mnist_<feature>.json where the CPU multiplies it in hardware (`amx_bf16` or
+`avx512_bf16`, with oneDNN on), so that one kind of machine does not overwrite the other's.
 """
 
 from __future__ import annotations
@@ -86,14 +88,17 @@ def main() -> None:
               flush=True)
     bits = {p: r["test"]["bits_per_dim"] for p, r in results.items()}
     winner = min(bits, key=bits.get)
-    path = common.output_dir(cfg.quick) / "precision_fashion_mnist.json"
+    machine = common.machine()
+    hardware = machine["cpu_bfloat16"] if machine["onednn"] else []
+    name = "_".join(["precision_fashion_mnist", *hardware[:1]]) + ".json"
+    path = common.output_dir(cfg.quick) / name
     path.write_text(json.dumps({
         "command": "python experiments/precision_fashion_mnist.py" + (" --quick" if cfg.quick
                                                                       else ""),
         "config": {**vars(cfg), "glow": GLOW},
         "budget": "equal process CPU time per precision (time.process_time, tracing "
                   "included); the machine is shared, so wall time would not be a fair budget",
-        "machine": common.machine(), "results": results, "lower_test_bits_per_dim": winner,
+        "machine": machine, "results": results, "lower_test_bits_per_dim": winner,
         "bits_per_dim_difference_bfloat16_minus_float32": round(
             bits["bfloat16"] - bits["float32"], 4),
         "steps_ratio_bfloat16_over_float32": round(
