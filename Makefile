@@ -27,8 +27,8 @@ fashion-mnist:
 	@test -d $(FASHION_MNIST) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist)
 
-# TF turns oneDNN on by default on Intel CPUs and off on AMD, and some ops behave differently
-# under it: the whole suite runs with oneDNN forced on, then the exactness and property tests
+# TF turns oneDNN on by default on CPUs with AVX512-VNNI, AVX512-BF16 or AMX (recent Intel
+# Xeons, AMD Zen 4) and off on others, and some ops behave differently under it: the whole suite runs with oneDNN forced on, then the exactness and property tests
 # again with it off, so both settings are proven whatever this machine's CPU. The second pass
 # skips what no kernel library changes: the training command's flag refusals (test_properties.py,
 # no TensorFlow op) and the tests marked kernel_independent (a model saved, reloaded or exported

@@ -10,7 +10,7 @@ signature, the request body and the response body TF Serving would send (its row
 with the machine it ran on.
 
 The numbers are those of one trained model, and training rounds differently with TensorFlow's
-oneDNN kernels on (its default on Intel CPUs) or off (its default on AMD): with them on, the
+oneDNN kernels on (its default on AVX-512 CPUs) or off (its default on others): with them on, the
 same seed gave log_prob -3.4223 and -5.3755 where the committed run gives -3.0142 and -5.3434.
 So this script turns oneDNN off unless TF_ENABLE_ONEDNN_OPTS is set, and records the setting.
 """

@@ -27,7 +27,7 @@ def test_output_is_zero_at_initialisation():
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_empty_batch_gives_empty_output(compiled):
-    # oneDNN's Conv2D (on by default on Intel CPUs) returns an empty input unchanged, which
+    # oneDNN's Conv2D (on by default on AVX-512 CPUs) returns an empty input unchanged, which
     # made the next convolution fail on its channel count; the suite runs with oneDNN on and
     # off (Makefile), so this holds under both.
     net = ConvNet(6, hidden_channels=8, num_hidden=2, context_size=2)

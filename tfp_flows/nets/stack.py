@@ -127,7 +127,7 @@ class ZeroInitStack(keras.layers.Layer):
         """The network on inputs with one batch axis."""
         if context is not None:
             x = keras.ops.concatenate([x, broadcast_context(context, x, self.event_rank)], -1)
-        # With oneDNN (TF's default on Intel CPUs) a Conv2D of an empty batch returns its input
+        # With oneDNN (TF's default on AVX-512 CPUs) a Conv2D of an empty batch returns its input
         # unchanged, so the next layer sees the wrong channel count. An empty batch runs on one
         # zero row instead and none is returned. For any other batch the pad and the slice are
         # no-ops that forward their input.

@@ -16,7 +16,7 @@ __all__ = ["SplineTransform"]
 def _softmax(logits):
     """Softmax over the last axis, of a tensor of any rank.
 
-    oneDNN's softmax (TF's default on Intel CPUs) takes at most 5 axes; a spline's bins on
+    oneDNN's softmax (TF's default on AVX-512 CPUs) takes at most 5 axes; a spline's bins on
     images under a sample shape `(a, b)` have 6, which run through a flat view instead.
     """
     if logits.shape.rank <= 5:
