@@ -1,0 +1,20 @@
+"""Glow through fit, float32 against bfloat16, oneDNN on / off x XLA off / on, with tfb.Glow
+beside it, on a CPU with AVX512-BF16: both sizes of benchmarks/precision.py in one table."""
+
+from doctables import load, markdown_table, written_tables
+
+SOURCES = {"16x16x3 (2 x 4, 64 hidden)":
+           "benchmarks/results/2026-12-04-cpu-precision-16x16x3-avx512_bf16.json",
+           "32x32x3 (3 x 8, 256 hidden)":
+           "benchmarks/results/2026-12-04-cpu-precision-32x32x3-avx512_bf16.json"}
+
+
+def table() -> str:
+    header, rows = None, []
+    for glow, source in SOURCES.items():
+        lines = written_tables(load(source)["table"])[0]
+        cells = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+                 for line in lines]
+        header = ["Glow", *cells[0]]
+        rows += [[glow, *row] for row in cells[2:]]
+    return markdown_table(header, rows, list(SOURCES.values()))
