@@ -39,6 +39,10 @@ def test_readme_headline_numbers_are_those_of_their_jsons():
     moons = json.loads((RESULTS / "toy_2d.json").read_text())["comparison"]["toys"]["two_moons"]
     assert (f"two moons: {moons['models']['nsf']['test_nll_nats']:.3f} nats**, against the "
             f"data's entropy of {moons['data_entropy_nats']:.3f}") in headline
+    bf16 = _precision_ratios("32x32x3")
+    assert (f"Glow 32x32x3 trains at {bf16['oneDNN on, XLA off']:.2f}x float32** through "
+            f"`model.fit` (oneDNN on; emulated with it off, "
+            f"{bf16['oneDNN off, XLA off']:.2f}x)") in headline
     funnel = json.loads((RESULTS / "vi_posterior.json").read_text())["results"]["funnel"]
     assert (f"KL(q ‖ p) = {funnel['iaf']['eval']['kl_q_p']}**, against "
             f"{funnel['mean_field']['eval']['kl_q_p']} for a mean-field Gaussian") in headline
@@ -168,3 +172,31 @@ def test_the_neutra_guide_numbers_are_those_of_its_json():
     assert f"still about {round(total, -1):.0f} times" in text
     assert f"std of v ({plain['std_v']:.1f} against the true 3)" in text
     assert f"reach v = {neutra['min_v']:.1f}" in text
+
+
+def _precision_ratios(shape: str) -> dict:
+    """Images/s of our bfloat16 Glow over our float32 one, per cell of the AVX512-BF16 run of
+    benchmarks/precision.py at `shape`."""
+    path = BENCHMARKS / f"2026-12-04-cpu-precision-{shape}-avx512_bf16.json"
+    results = json.loads(path.read_text())["results"]
+    return {cell: r["ours bfloat16"]["train_images_s"] / r["ours float32"]["train_images_s"]
+            for cell, r in results.items()}
+
+
+def test_the_precision_guide_numbers_are_those_of_its_jsons():
+    page = _flat((GUIDES / "precision.md").read_text())
+    small, large = _precision_ratios("16x16x3"), _precision_ratios("32x32x3")
+    assert (f"bfloat16 trained Glow 32x32x3 at {large['oneDNN on, XLA off']:.2f}x float32 and "
+            f"Glow 16x16x3 at {small['oneDNN on, XLA off']:.2f}x") in page
+    slower = [round(1 / ratios["oneDNN off, XLA off"]) for ratios in (small, large)]
+    assert f"loses by {slower[0]}x (16x16x3) and {slower[1]}x (32x32x3)" in page
+    with_xla = [ratios[cell] for ratios in (small, large) for cell in ratios if "XLA on" in cell]
+    assert f"({min(with_xla):.2f}x to {max(with_xla):.2f}x)" in page
+    record = json.loads((RESULTS / "precision_fashion_mnist_avx512_bf16.json").read_text())
+    bits = {p: r["test"]["bits_per_dim"] for p, r in record["results"].items()}
+    assert (f"bfloat16 did {record['steps_ratio_bfloat16_over_float32']:.2f}x the steps of "
+            f"float32 in the same CPU time and ended "
+            f"{bits['float32'] - bits['bfloat16']:.2f} bits/dim lower") in page
+    emulated = json.loads((RESULTS / "precision_fashion_mnist.json").read_text())
+    assert (f"ended {emulated['bits_per_dim_difference_bfloat16_minus_float32']:.1f} bits/dim "
+            f"higher") in page
