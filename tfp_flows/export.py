@@ -168,7 +168,7 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
 
     The SavedModel serves values, not gradients: the gradient functions of custom-gradient
     ops (FFJORD's adjoint ODE solves, a reversible chain's recomputing backward pass) are not
-    saved, so a loaded signature that uses one cannot be differentiated.
+    saved, so differentiating a loaded signature through one is not supported.
 
     TF Serving expects a numbered version directory under the model's base path: export to
     `base/1`, `base/2`, ... and point the server at `base`.
