@@ -1,14 +1,15 @@
 """One worker of the two-process MultiWorkerMirroredStrategy tests (tests/test_multi_worker.py).
 
-Run as `python tests/multi_worker_job.py WORKDIR` with TF_CONFIG naming this worker. Reads the
-initial weights (`init.npz`) and the training data (`data.npy`) from WORKDIR, trains a small
-Glow with `fit` under the strategy (ActNorm's initialisation all-reduced across the workers)
-and writes its final weights to `weights_<index>.npz`.
+Run as `python tests/multi_worker_job.py WORKDIR` with TF_CONFIG naming this worker. Under one
+strategy (a process can hold only one) the worker does two jobs, so that the tests start the
+two processes once:
 
-Run as `python tests/multi_worker_job.py WORKDIR streamed` to stream the TFDS dataset
-'synthetic_images' prepared in WORKDIR instead: the worker writes the example ids of the
-training batches it reads in one epoch to `ids_<index>.json`, reading them as the training
-command does under this strategy (`distribute_datasets_from_function`).
+- trains: reads the initial weights (`init.npz`) and the training data (`data.npy`) from
+  WORKDIR, trains a small Glow with `fit` under the strategy (ActNorm's initialisation
+  all-reduced across the workers) and writes its final weights to `weights_<index>.npz`;
+- streams the TFDS dataset 'synthetic_images' prepared in WORKDIR: writes the example ids of
+  the training batches it reads in one epoch to `ids_<index>.json`, reading them as the
+  training command does under this strategy (`distribute_datasets_from_function`).
 """
 
 import json
@@ -45,6 +46,12 @@ def make_dataset(x: np.ndarray):
 
 def main(workdir: str) -> None:
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    train(strategy, workdir, index)
+    streamed(strategy, workdir, index)
+
+
+def train(strategy, workdir: str, index: int) -> None:
     init = np.load(os.path.join(workdir, "init.npz"))
     x = np.load(os.path.join(workdir, "data.npy"))
     with strategy.scope():
@@ -53,12 +60,10 @@ def main(workdir: str) -> None:
         model.compile(keras.optimizers.SGD(LEARNING_RATE))
     assert strategy.num_replicas_in_sync == 2, strategy.num_replicas_in_sync
     model.fit(make_dataset(x), epochs=1, shuffle=False, verbose=0)
-    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     np.savez(os.path.join(workdir, f"weights_{index}.npz"), *model.get_weights())
 
 
-def streamed(workdir: str) -> None:
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+def streamed(strategy, workdir: str, index: int) -> None:
     splits = datasets.load("synthetic_images", data_dir=workdir, batch_size=STREAMED_BATCH)
     batches = strategy.distribute_datasets_from_function(
         lambda context: splits.streamed.train_batches(0, 1, input_context=context))
@@ -68,13 +73,9 @@ def streamed(workdir: str) -> None:
             # tests/synthetic_tfds.py spells the id in the first pixel's red and green values.
             pixels = np.floor(x.numpy()).astype(np.int64)
             ids += (pixels[:, 0, 0, 0] * 256 + pixels[:, 0, 0, 1]).tolist()
-    index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     with open(os.path.join(workdir, f"ids_{index}.json"), "w") as f:
         json.dump(ids, f)
 
 
 if __name__ == "__main__":
-    if sys.argv[2:] == ["streamed"]:
-        streamed(sys.argv[1])
-    else:
-        main(sys.argv[1])
+    main(sys.argv[1])

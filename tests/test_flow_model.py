@@ -10,12 +10,14 @@ import tensorflow as tf
 
 import tfp_flows
 
+# Small sizes: two layers of one hidden layer (NICE keeps its default 4 couplings) behave
+# in Keras, on disk and in their errors as the families' 5 layers of 2 do, and trace faster.
 BUILDERS = {
     "nice": lambda: tfp_flows.nice((4,), hidden=8, num_hidden=1),
-    "realnvp": lambda: tfp_flows.realnvp((4,), hidden=8),
+    "realnvp": lambda: tfp_flows.realnvp((4,), num_couplings=2, hidden=8, num_hidden=1),
     "glow": lambda: tfp_flows.glow((4, 4, 1), num_scales=2, depth=1, hidden=8, num_levels=17),
-    "maf": lambda: tfp_flows.maf((4,), hidden=8),
-    "iaf": lambda: tfp_flows.iaf((4,), hidden=8),
+    "maf": lambda: tfp_flows.maf((4,), num_layers=2, hidden=8, num_hidden=1),
+    "iaf": lambda: tfp_flows.iaf((4,), num_layers=2, hidden=8, num_hidden=1),
 }
 
 

@@ -5,8 +5,10 @@ same tiny models on the first alone and under a `MirroredStrategy` over both. To
 the largest weight difference after 4 SGD steps, relative to how far training moved the
 weights: float32 1e-5 (summation order only); XLA 1e-4 (XLA fuses and reorders float32
 arithmetic); bfloat16 / float16 1e-2 (each replica's 16-bit networks see half the batch, and
-their rounding, ~4e-3 relative for bfloat16, differs with the batch's shape). Measured on two
-logical CPUs: float32 <1e-7, bfloat16 about 3e-3 (RealNVP) and 1.4e-3 (Glow).
+their rounding, ~4e-3 relative for bfloat16, differs with the batch's shape). On two logical
+CPUs the script runs bfloat16 only (about 3e-3 for RealNVP, 1.4e-3 for Glow): float32 there,
+<1e-7, is what tests/test_distribute.py asserts for every family in-process; running it
+again here doubled the script's time.
 """
 
 import json
@@ -38,11 +40,8 @@ def test_two_logical_devices_train_like_one(kind, tmp_path):
     assert process.returncode == 0, process.stderr[-3000:]
     results = json.loads(out.read_text())
     rows = {name: row for name, row in results.items() if isinstance(row, dict)}
-    low = "float16" if kind == "GPU" else "bfloat16"
-    expected = {f"{setting}, {model}" for setting in ("float32", low)
-                for model in ("realnvp", "glow")}
-    if kind == "GPU":
-        expected |= {"float32, XLA, realnvp", "float32, XLA, glow"}
+    settings = ("float32", "float16", "float32, XLA") if kind == "GPU" else ("bfloat16",)
+    expected = {f"{setting}, {model}" for setting in settings for model in ("realnvp", "glow")}
     assert set(rows) == expected
     for name, row in rows.items():
         assert row["replicas"] == 2 and row["iterations"] == 4

@@ -45,12 +45,17 @@ def _pixels(shape=(4, 4, 1), levels=17, n=3, seed=0):
     return (rng.integers(0, levels, size=(n, *shape)) + rng.random((n, *shape))).astype("float32")
 
 
-# One tiny model of every family with conditioner networks, and its data.
+# One tiny model of every family with conditioner networks, and its data: two layers of one
+# hidden layer where the family's defaults would be five of two (a cast left out or a network
+# left in float32 shows in any layer).
 CASES = {
-    "realnvp": (lambda p: tfp_flows.realnvp((4,), hidden=16, precision=p), _vectors),
+    "realnvp": (lambda p: tfp_flows.realnvp((4,), num_couplings=2, hidden=16, num_hidden=1,
+                                            precision=p), _vectors),
     "nice": (lambda p: tfp_flows.nice((4,), hidden=16, num_hidden=1, precision=p), _vectors),
-    "maf": (lambda p: tfp_flows.maf((4,), hidden=16, precision=p), _vectors),
-    "iaf": (lambda p: tfp_flows.iaf((4,), hidden=16, precision=p), _vectors),
+    "maf": (lambda p: tfp_flows.maf((4,), num_layers=2, hidden=16, num_hidden=1, precision=p),
+            _vectors),
+    "iaf": (lambda p: tfp_flows.iaf((4,), num_layers=2, hidden=16, num_hidden=1, precision=p),
+            _vectors),
     "nsf": (lambda p: tfp_flows.nsf((4,), num_couplings=3, hidden=16, bins=4, precision=p),
             _vectors),
     "glow": (lambda p: tfp_flows.glow((4, 4, 1), num_scales=2, depth=2, hidden=8,
@@ -168,7 +173,8 @@ def test_a_bad_precision_is_refused(bad):
 def test_float16_trains_with_loss_scaling_and_bfloat16_without():
     x = _vectors(n=32)
     for precision, scaled in (("float16", True), ("bfloat16", False), ("float32", False)):
-        model = tfp_flows.realnvp((4,), hidden=8, precision=precision)
+        model = tfp_flows.realnvp((4,), num_couplings=2, hidden=8, num_hidden=1,
+                                  precision=precision)
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == scaled
         model.fit(x, batch_size=16, epochs=1, verbose=0)

@@ -166,6 +166,10 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
     ActNorm was never initialised warns (its layers are identities, its densities those of an
     untrained model).
 
+    The SavedModel serves values, not gradients: the gradient functions of custom-gradient
+    ops (FFJORD's adjoint ODE solves, a reversible chain's recomputing backward pass) are not
+    saved, so differentiating a loaded signature through one is not supported.
+
     TF Serving expects a numbered version directory under the model's base path: export to
     `base/1`, `base/2`, ... and point the server at `base`.
 
@@ -191,5 +195,9 @@ def export_saved_model(model: FlowModel, path: str | os.PathLike) -> str:
     # concrete functions are not attributes, or saving would trace them again.
     root = tf.Module(name="flow")
     root.model_variables = [compat.tf_variable(v) for v in model.variables]
-    tf.saved_model.save(root, path, signatures=_serving_functions(model))
+    # Serving evaluates the signatures and never differentiates them, so the gradient functions
+    # of custom-gradient ops are not traced into the SavedModel: for FFJORD that tracing took
+    # three quarters of the export (17 s of 21) and most of loading it (6 s of 7).
+    tf.saved_model.save(root, path, signatures=_serving_functions(model),
+                        options=tf.saved_model.SaveOptions(experimental_custom_gradients=False))
     return path

@@ -99,8 +99,8 @@ def test_zero_parameters_give_the_identity(rotation):
 
 def _torus_model(**kwargs):
     keras.utils.set_random_seed(2)
-    model = tfp_flows.realnvp((2,), num_couplings=4, hidden=8, transform="circular_spline",
-                              **kwargs)
+    model = tfp_flows.realnvp((2,), num_couplings=2, hidden=8, num_hidden=1,
+                              transform="circular_spline", **kwargs)
     move_off_init(model.trainable_variables, 0.3)  # off the identity the conditioners start at
     return model
 
