@@ -15,6 +15,11 @@ Fashion-MNIST comes from Debian's dataset-fashion-mnist (`make fashion-mnist`).
 Writes experiments/results/precision_fashion_mnist.json where bfloat16 is emulated, and
 precision_fashion_mnist_<feature>.json where the CPU multiplies it in hardware (`amx_bf16` or
 `avx512_bf16`, with oneDNN on), so that one kind of machine does not overwrite the other's.
+
+    python experiments/precision_fashion_mnist.py --steps 1639    # equal steps instead
+
+trains both for the same number of steps (the float32 run's count at equal time), which asks
+whether bfloat16 learns as much per step; its JSON ends in `_equal_steps.json`.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import tfp_flows
 GLOW = {"num_scales": 2, "depth": 4, "hidden": 64}
 
 
-class CPUBudget(keras.callbacks.Callback):
-    """Stops `fit` at the first batch end after `seconds` of process CPU time."""
+class TrainingBudget(keras.callbacks.Callback):
+    """Stops `fit` at the first batch end after `seconds` of process CPU time, or after
+    `steps` steps when that is given."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, steps: int | None = None):
         super().__init__()
         self.seconds = seconds
+        self.max_steps = steps
         self.steps = 0
 
     def on_train_begin(self, logs=None):
@@ -45,16 +52,21 @@ class CPUBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
         self.loss = float(logs["loss"])
-        if time.process_time() - self.start >= self.seconds:
+        if self.max_steps is None:
+            done = time.process_time() - self.start >= self.seconds
+        else:
+            done = self.steps >= self.max_steps
+        if done:
             self.model.stop_training = True
 
 
-def train_for(precision: str, splits, seconds: float, learning_rate: float) -> dict:
+def train_for(precision: str, splits, seconds: float, learning_rate: float,
+              steps: int | None = None) -> dict:
     keras.utils.set_random_seed(0)
     model = tfp_flows.glow(splits.event_shape, num_levels=splits.num_levels,
                            precision=precision, **GLOW)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    budget = CPUBudget(seconds)
+    budget = TrainingBudget(seconds, steps)
     wall = time.perf_counter()
     model.fit(splits.train.repeat(), epochs=1, steps_per_epoch=10**6, callbacks=[budget],
               verbose=0)
@@ -75,13 +87,18 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--data_dir", default=common.FASHION_MNIST_DIR)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train each precision for this many steps instead of the CPU budget")
     cfg = parser.parse_args()
+    if cfg.steps is not None and cfg.steps < 1:
+        parser.error(f"--steps must be >= 1, got {cfg.steps}")
     if cfg.quick:
         cfg.cpu_seconds, cfg.train, cfg.test = 5.0, 512, 128
     splits = common.fashion_mnist_splits(cfg.data_dir, cfg.train, cfg.test, cfg.batch_size)
     results = {}
     for precision in ("float32", "bfloat16"):
-        results[precision] = train_for(precision, splits, cfg.cpu_seconds, cfg.learning_rate)
+        results[precision] = train_for(precision, splits, cfg.cpu_seconds, cfg.learning_rate,
+                                       cfg.steps)
         r = results[precision]
         print(f"{precision}: {r['steps']} steps in {r['cpu_seconds']} CPU-s "
               f"({r['wall_seconds']} s wall), test {r['test']['bits_per_dim']} bits/dim",
@@ -90,14 +107,17 @@ def main() -> None:
     winner = min(bits, key=bits.get)
     machine = common.machine()
     hardware = machine["cpu_bfloat16"] if machine["onednn"] else []
-    name = "_".join(["precision_fashion_mnist", *hardware[:1]]) + ".json"
+    name = "_".join(["precision_fashion_mnist", *hardware[:1]]
+                    + (["equal_steps"] if cfg.steps is not None else [])) + ".json"
     path = common.output_dir(cfg.quick) / name
     path.write_text(json.dumps({
         "command": "python experiments/precision_fashion_mnist.py" + (" --quick" if cfg.quick
-                                                                      else ""),
+                                                                      else "")
+                   + (f" --steps {cfg.steps}" if cfg.steps is not None else ""),
         "config": {**vars(cfg), "glow": GLOW},
-        "budget": "equal process CPU time per precision (time.process_time, tracing "
-                  "included); the machine is shared, so wall time would not be a fair budget",
+        "budget": (f"{cfg.steps} steps per precision" if cfg.steps is not None else
+                   "equal process CPU time per precision (time.process_time, tracing "
+                   "included); the machine is shared, so wall time would not be a fair budget"),
         "machine": machine, "results": results, "lower_test_bits_per_dim": winner,
         "bits_per_dim_difference_bfloat16_minus_float32": round(
             bits["bfloat16"] - bits["float32"], 4),

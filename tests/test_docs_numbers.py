@@ -197,6 +197,13 @@ def test_the_precision_guide_numbers_are_those_of_its_jsons():
     assert (f"bfloat16 did {record['steps_ratio_bfloat16_over_float32']:.2f}x the steps of "
             f"float32 in the same CPU time and ended "
             f"{bits['float32'] - bits['bfloat16']:.2f} bits/dim lower") in page
+    steps = json.loads((RESULTS / "precision_fashion_mnist_avx512_bf16_equal_steps.json")
+                       .read_text())
+    same = {p: r["test"]["bits_per_dim"] for p, r in steps["results"].items()}
+    assert steps["command"].endswith(f"--steps {steps['results']['float32']['steps']}")
+    assert (f"bfloat16 ended {same['float32'] - same['bfloat16']:.2f} bits/dim *lower* than "
+            f"float32 ({same['bfloat16']:.3f} against {same['float32']:.3f}; float32 "
+            f"reproduced its {bits['float32']:.3f}") in page
     emulated = json.loads((RESULTS / "precision_fashion_mnist.json").read_text())
     assert (f"ended {emulated['bits_per_dim_difference_bfloat16_minus_float32']:.1f} bits/dim "
             f"higher") in page
