@@ -141,18 +141,25 @@ def test_allow_changes_goes_on_with_the_new_settings_and_records_them(toy_run, t
                 "output_dir": str(output_dir)})["setting_changes"] == [change]
 
 
-def test_the_batch_size_cannot_change_in_the_middle_of_an_epoch(tmp_path, monkeypatch):
-    config = {**TOY, "epochs": 1, "checkpoint_steps": 5, "output_dir": str(tmp_path)}
+def _run_interrupted(config, monkeypatch, at=None) -> None:
+    """Runs `config` and interrupts it (as Ctrl-C would) right after the checkpoint commit at
+    `at` = (epoch, step), 0-based epoch, or after the first commit when `at` is None."""
     commit = Checkpoint._commit
 
-    def killed_after_step_5(self):
+    def killed(self):
         commit(self)
-        raise KeyboardInterrupt
+        if at is None or (self.epoch, self.step) == at:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(Checkpoint, "_commit", killed_after_step_5)
+    monkeypatch.setattr(Checkpoint, "_commit", killed)
     with pytest.raises(KeyboardInterrupt):
         run(config)
-    monkeypatch.undo()
+    monkeypatch.setattr(Checkpoint, "_commit", commit)
+
+
+def test_the_batch_size_cannot_change_in_the_middle_of_an_epoch(tmp_path, monkeypatch):
+    config = {**TOY, "epochs": 1, "checkpoint_steps": 5, "output_dir": str(tmp_path)}
+    _run_interrupted(config, monkeypatch)  # after step 5
     before = _snapshot(tmp_path)
     with pytest.raises(ConfigError, match=r"--batch_size can change only between epochs, and .* "
                                           r"stopped 5 steps into epoch 1; finish that epoch "
@@ -638,17 +645,8 @@ def test_a_variational_run_reports_its_bound_and_resumes_as_the_run_never_stoppe
     assert tfp_flows.dequantizers.serialize(model.dequantizer) == dequantization
 
     # Stopped 4 steps into epoch 2 (of 9 steps), then resumed by the same command.
-    commit = Checkpoint._commit
-
-    def killed_after_epoch_2_step_4(self):
-        commit(self)
-        if (self.epoch, self.step) == (1, 4):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoint, "_commit", killed_after_epoch_2_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        run({**VARIATIONAL, "output_dir": str(tmp_path / "resumed")})
-    monkeypatch.undo()
+    _run_interrupted({**VARIATIONAL, "output_dir": str(tmp_path / "resumed")}, monkeypatch,
+                     at=(1, 4))
     resumed = run({**VARIATIONAL, "output_dir": str(tmp_path / "resumed")})
     assert (resumed["resumed_from_epoch"], resumed["resumed_from_step"]) == (1, 4)
     final, reference = (json.loads((tmp_path / d / "backup" / "state.json").read_text())
@@ -807,17 +805,7 @@ def test_streamed_run_resumed_mid_epoch_trains_the_batches_of_an_uninterrupted_r
     whole = run(_streamed(tfds_dir, tmp_path / "whole"))
     assert whole["event_shape"] == [4, 4, 3] and whole["num_levels"] == 32
 
-    commit = Checkpoint._commit
-
-    def killed_after_epoch_1_step_2(self):
-        commit(self)
-        if (self.epoch, self.step) == (1, 2):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoint, "_commit", killed_after_epoch_1_step_2)
-    with pytest.raises(KeyboardInterrupt):
-        run(_streamed(tfds_dir, tmp_path / "resumed"))
-    monkeypatch.setattr(Checkpoint, "_commit", commit)
+    _run_interrupted(_streamed(tfds_dir, tmp_path / "resumed"), monkeypatch, at=(1, 2))
     resumed = run(_streamed(tfds_dir, tmp_path / "resumed"))
     assert resumed["resumed_from_epoch"] == 1
     final = json.loads((tmp_path / "resumed" / "backup" / "state.json").read_text())
