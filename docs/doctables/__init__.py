@@ -48,15 +48,20 @@ def written_tables(text: str) -> list[list[str]]:
     return tables
 
 
-def written_table(path: str, key: str, index: int = 0) -> str:
-    """Table `index` of the Markdown that the command writing `path` stored under `key` (a
-    dotted path), with its source line."""
+def written_cells(path: str, key: str, index: int = 0) -> tuple[list[str], list[list[str]]]:
+    """The header and rows (lists of cell texts) of table `index` of the Markdown that the
+    command writing `path` stored under `key` (a dotted path)."""
     value = load(path)
     for part in key.split("."):
         value = value[part]
     lines = written_tables(value if isinstance(value, str) else "\n".join(value))[index]
     cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
-    return markdown_table(cells[0], cells[2:], [path])
+    return cells[0], cells[2:]
+
+
+def written_table(path: str, key: str, index: int = 0) -> str:
+    """`written_cells(path, key, index)` as a table, with its source line."""
+    return markdown_table(*written_cells(path, key, index), [path])
 
 
 def render(name: str) -> str:

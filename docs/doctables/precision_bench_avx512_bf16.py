@@ -1,7 +1,7 @@
 """Glow through fit, float32 against bfloat16, oneDNN on / off x XLA off / on, with tfb.Glow
 beside it, on a CPU with AVX512-BF16: both sizes of benchmarks/precision.py in one table."""
 
-from doctables import load, markdown_table, written_tables
+from doctables import markdown_table, written_cells
 
 SOURCES = {"16x16x3 (2 x 4, 64 hidden)":
            "benchmarks/results/2026-12-04-cpu-precision-16x16x3-avx512_bf16.json",
@@ -12,9 +12,7 @@ SOURCES = {"16x16x3 (2 x 4, 64 hidden)":
 def table() -> str:
     header, rows = None, []
     for glow, source in SOURCES.items():
-        lines = written_tables(load(source)["table"])[0]
-        cells = [[cell.strip() for cell in line.strip().strip("|").split("|")]
-                 for line in lines]
-        header = ["Glow", *cells[0]]
-        rows += [[glow, *row] for row in cells[2:]]
+        written_header, written_rows = written_cells(source, "table")
+        header = ["Glow", *written_header]
+        rows += [[glow, *row] for row in written_rows]
     return markdown_table(header, rows, list(SOURCES.values()))
