@@ -33,6 +33,28 @@ DPI = 80
 machine = tfp_flows_machine.describe
 
 
+class TrainingBudget(keras.callbacks.Callback):
+    """Stops `fit` at the first step that ends with the process's CPU time (`time.process_time`,
+    every thread) `seconds` past this budget's creation, or after `max_steps` steps when given.
+
+    `start` is the process time at creation, `steps` the steps done and `last_logs` the logs
+    of the last one.
+    """
+
+    def __init__(self, seconds: float, max_steps: int | None = None):
+        super().__init__()
+        self.start, self.seconds, self.max_steps = time.process_time(), seconds, max_steps
+        self.steps, self.last_logs = 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        self.last_logs = logs
+        if self.max_steps is not None:
+            self.model.stop_training = self.steps >= self.max_steps
+        elif time.process_time() - self.start >= self.seconds:
+            self.model.stop_training = True
+
+
 def fashion_mnist_arrays(data_dir: str) -> dict[str, np.ndarray]:
     """The raw Fashion-MNIST arrays, or a one-line exit that says how to get them."""
     if not os.path.isdir(data_dir):

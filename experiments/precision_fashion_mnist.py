@@ -36,37 +36,13 @@ import tfp_flows
 GLOW = {"num_scales": 2, "depth": 4, "hidden": 64}
 
 
-class TrainingBudget(keras.callbacks.Callback):
-    """Stops `fit` at the first batch end after `seconds` of process CPU time, or after
-    `steps` steps when that is given."""
-
-    def __init__(self, seconds: float, steps: int | None = None):
-        super().__init__()
-        self.seconds = seconds
-        self.max_steps = steps
-        self.steps = 0
-
-    def on_train_begin(self, logs=None):
-        self.start = time.process_time()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        self.loss = float(logs["loss"])
-        if self.max_steps is None:
-            done = time.process_time() - self.start >= self.seconds
-        else:
-            done = self.steps >= self.max_steps
-        if done:
-            self.model.stop_training = True
-
-
 def train_for(precision: str, splits, seconds: float, learning_rate: float,
               steps: int | None = None) -> dict:
     keras.utils.set_random_seed(0)
     model = tfp_flows.glow(splits.event_shape, num_levels=splits.num_levels,
                            precision=precision, **GLOW)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-    budget = TrainingBudget(seconds, steps)
+    budget = common.TrainingBudget(seconds, steps)
     wall = time.perf_counter()
     model.fit(splits.train.repeat(), epochs=1, steps_per_epoch=10**6, callbacks=[budget],
               verbose=0)
@@ -75,7 +51,7 @@ def train_for(precision: str, splits, seconds: float, learning_rate: float,
     test = common.evaluate(model, splits.test)
     return {"steps": budget.steps, "cpu_seconds": round(cpu, 1), "wall_seconds": round(wall, 1),
             "steps_per_cpu_second": round(budget.steps / cpu, 3),
-            "last_train_loss_nats": round(budget.loss, 2), "test": test}
+            "last_train_loss_nats": round(float(budget.last_logs["loss"]), 2), "test": test}
 
 
 def main() -> None:

@@ -61,22 +61,6 @@ GLOW = {"num_scales": 2, "depth": 4, "hidden": 64}
 DEQUANTIZER = {"name": "variational", "num_couplings": 2, "hidden": 16}
 
 
-class CPUBudget(keras.callbacks.Callback):
-    """Stops `fit` at the first step that ends with the process's CPU time past the budget,
-    or after `max_steps` steps when given."""
-
-    def __init__(self, start: float, seconds: float, max_steps: int | None = None):
-        super().__init__()
-        self.start, self.seconds, self.max_steps, self.steps = start, seconds, max_steps, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if self.max_steps is not None:
-            self.model.stop_training = self.steps >= self.max_steps
-        elif time.process_time() - self.start >= self.seconds:
-            self.model.stop_training = True
-
-
 def build(dequantization: str | dict):
     return tfp_flows.glow(EVENT_SHAPE, num_levels=256, dequantization=dequantization, **GLOW)
 
@@ -88,7 +72,7 @@ def count(variables) -> int:
 def train(model, data_dir: str, dequantize: bool, args) -> dict:
     """Trains `model` for the CPU budget (or `--uniform_steps`); returns the run's record."""
     splits = datasets.load(data_dir, batch_size=args.batch_size, seed=0, dequantize=dequantize)
-    budget = CPUBudget(time.process_time(), args.budget_cpu_seconds, args.uniform_steps)
+    budget = common.TrainingBudget(args.budget_cpu_seconds, args.uniform_steps)
     load_before = os.getloadavg()[0]
     wall = time.perf_counter()
     # One long epoch over the repeated data; the budget ends it.
